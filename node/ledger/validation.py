@@ -1,0 +1,268 @@
+"""Validation of every record a node receives or reads back from its store.
+
+Each check raises RecordRejected with a named reason before anything is changed. The order is
+fixed: size and structure, then integrity (digest, address, signature), then meaning (genesis,
+ttl, time, model). A record whose bytes were altered therefore reports the integrity failure, and
+a record re-signed by a forger reports what is wrong with its content.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import numpy as np
+from google.protobuf.message import DecodeError, Message
+
+from node.ledger.errors import RecordRejected, RejectReason
+from node.ledger.hashing import DIGEST_SIZE, address_of, digest_message, model_digest
+from node.ledger.keys import verify_signature
+from node.ledger.records import MODEL_ENCODING, confirmed_fraction, parameter_count
+from proto.dfl.v1 import records_pb2 as pb
+
+M = TypeVar("M", bound=Message)
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+# "required": a first copy, which receivers evaluate; "optional": a copy that only brings receipts
+# back to nodes that have the weights already; "absent": a transaction stored in a block.
+Weights = Literal["required", "optional", "absent"]
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    """What a node accepts. `max_ttl` None means "any" (used when auditing a stored chain)."""
+
+    genesis_digest: bytes
+    parameter_count: int
+    max_ttl: int | None = 8
+    max_clock_skew_ms: int = 5_000
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+
+    @classmethod
+    def for_genesis(cls, genesis: pb.Genesis, **overrides: object) -> ValidationPolicy:
+        return cls(genesis.digest, parameter_count(genesis), **overrides)  # type: ignore[arg-type]
+
+    @property
+    def model_bytes(self) -> int:
+        return self.parameter_count * 4
+
+
+def _reject(reason: RejectReason, detail: str) -> RecordRejected:
+    return RecordRejected(reason, detail)
+
+
+def decode(message_type: type[M], data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> M:
+    """Parses wire bytes, refusing oversized or undecodable input."""
+    if len(data) > max_bytes:
+        raise _reject(
+            RejectReason.MESSAGE_TOO_LARGE,
+            f"{message_type.DESCRIPTOR.name} of {len(data)} bytes exceeds {max_bytes}",
+        )
+    message = message_type()
+    try:
+        message.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as error:
+        raise _reject(
+            RejectReason.MALFORMED, f"{message_type.DESCRIPTOR.name} does not parse: {error}"
+        ) from None
+    return message
+
+
+def check_signed(record: Message, signer: pb.NodeInfo, what: str) -> None:
+    """Digest over the body, address = hash(public key), and the signer's signature."""
+    if not record.HasField("body"):
+        raise _reject(RejectReason.MALFORMED, f"{what} has no body")
+    if len(record.digest) != DIGEST_SIZE:
+        raise _reject(RejectReason.MALFORMED, f"{what} digest is {len(record.digest)} bytes")
+    if digest_message(record.body) != record.digest:
+        raise _reject(RejectReason.DIGEST_MISMATCH, f"{what} body does not hash to its digest")
+    if address_of(signer.public_key) != signer.address:
+        raise _reject(RejectReason.ADDRESS_MISMATCH, f"{what} signer address is not hash(key)")
+    if not verify_signature(signer.public_key, record.digest, record.signature):
+        raise _reject(RejectReason.BAD_SIGNATURE, f"{what} signature does not verify")
+
+
+def check_model_bytes(weights: bytes, policy: ValidationPolicy) -> None:
+    """The weights are the genesis model's size and every value is finite."""
+    if len(weights) != policy.model_bytes:
+        raise _reject(
+            RejectReason.MODEL_SHAPE_MISMATCH,
+            f"model has {len(weights)} bytes, the genesis model needs {policy.model_bytes}",
+        )
+    if not np.isfinite(np.frombuffer(weights, dtype="<f4")).all():
+        raise _reject(RejectReason.NON_FINITE_WEIGHTS, "model holds NaN or infinite weights")
+
+
+def validate_transaction(
+    tx: pb.Transaction,
+    policy: ValidationPolicy,
+    *,
+    now_ms: int | None,
+    weights: Weights = "required",
+) -> None:
+    """A transaction as received (receipts in path order) or as stored in a block.
+
+    `now_ms` None skips the time window: a stored block's transactions expired long ago.
+    """
+    body = tx.body
+    if not tx.HasField("body") or not body.HasField("generator") or not body.HasField("model"):
+        raise _reject(RejectReason.MALFORMED, "transaction lacks body, generator or model ref")
+    check_signed(tx, body.generator, "transaction")
+    if body.genesis_digest != policy.genesis_digest:
+        raise _reject(RejectReason.GENESIS_MISMATCH, "transaction is for another genesis")
+    if body.ttl < 1:
+        raise _reject(RejectReason.TTL_MISMATCH, "transaction ttl must be at least 1")
+    if policy.max_ttl is not None and body.ttl > policy.max_ttl:
+        raise _reject(
+            RejectReason.TTL_ABOVE_MAXIMUM, f"ttl {body.ttl} is above the maximum {policy.max_ttl}"
+        )
+    if body.expire_time_ms <= body.create_time_ms:
+        raise _reject(RejectReason.MALFORMED, "transaction expires before it is created")
+    if now_ms is not None:
+        if body.create_time_ms > now_ms + policy.max_clock_skew_ms:
+            raise _reject(
+                RejectReason.FROM_FUTURE,
+                f"created {body.create_time_ms - now_ms} ms in the future "
+                f"(allowed skew {policy.max_clock_skew_ms} ms)",
+            )
+        if body.expire_time_ms <= now_ms:
+            raise _reject(RejectReason.EXPIRED, f"expired {now_ms - body.expire_time_ms} ms ago")
+    ref = body.model
+    if ref.encoding != MODEL_ENCODING or ref.size_bytes != policy.model_bytes:
+        raise _reject(
+            RejectReason.MODEL_SHAPE_MISMATCH,
+            f"model ref says {ref.size_bytes} bytes of {ref.encoding!r}, "
+            f"the genesis model is {policy.model_bytes} bytes of {MODEL_ENCODING!r}",
+        )
+    if weights == "absent" and tx.model:
+        raise _reject(RejectReason.MALFORMED, "a block stores transactions without weights")
+    if weights == "required" or tx.model:
+        if model_digest(tx.model) != ref.digest:
+            raise _reject(RejectReason.DIGEST_MISMATCH, "weights do not hash to the signed digest")
+        check_model_bytes(tx.model, policy)
+    validate_receipts(tx, path_ordered=weights != "absent")
+
+
+def validate_receipt(receipt: pb.Receipt, tx: pb.Transaction) -> None:
+    if not receipt.HasField("body") or not receipt.body.HasField("creator"):
+        raise _reject(RejectReason.MALFORMED, "receipt lacks body or creator")
+    check_signed(receipt, receipt.body.creator, "receipt")
+    if receipt.body.transaction_digest != tx.digest:
+        raise _reject(RejectReason.DIGEST_MISMATCH, "receipt names another transaction")
+    accuracy = receipt.body.accuracy
+    if not (math.isfinite(accuracy) and 0.0 <= accuracy <= 1.0):
+        raise _reject(RejectReason.MALFORMED, f"receipt accuracy {accuracy} is not in [0, 1]")
+
+
+def validate_receipts(tx: pb.Transaction, *, path_ordered: bool) -> None:
+    """Every receipt is signed and names `tx`; their ttls follow eq. 1.
+
+    In transit receipts arrive in the order they were appended along one path, so each ttl is
+    exactly one below the smallest before it. A block merges receipts that came back along
+    different paths, so there each ttl is only bounded by the transaction's.
+    """
+    remaining = tx.body.ttl
+    creators: set[bytes] = set()
+    for receipt in tx.receipts:
+        validate_receipt(receipt, tx)
+        ttl = receipt.body.received_at_ttl
+        if path_ordered:
+            if remaining < 1 or ttl != remaining - 1:
+                raise _reject(
+                    RejectReason.TTL_MISMATCH,
+                    f"receipt ttl {ttl}, eq. 1 gives {remaining - 1}",
+                )
+            remaining = ttl
+        elif ttl >= tx.body.ttl:
+            raise _reject(RejectReason.TTL_MISMATCH, f"receipt ttl {ttl} >= tx ttl {tx.body.ttl}")
+        creator = receipt.body.creator.address
+        if creator in creators:
+            raise _reject(RejectReason.DUPLICATE, "two receipts from one creator")
+        creators.add(creator)
+
+
+def validate_draft_block(block: pb.Block, policy: ValidationPolicy) -> None:
+    """A draft as a neighbour receives it: signed by its creator, holding the creator's own txs."""
+    if not block.HasField("body") or not block.body.HasField("creator"):
+        raise _reject(RejectReason.MALFORMED, "block lacks body or creator")
+    body = block.body
+    check_signed(block, body.creator, "block")
+    if body.genesis_digest != policy.genesis_digest:
+        raise _reject(RejectReason.GENESIS_MISMATCH, "block is for another genesis")
+    if body.height < 1:
+        raise _reject(RejectReason.BAD_LINK, "only the genesis block has height 0")
+    seen: set[bytes] = set()
+    for tx in body.transactions:
+        if tx.body.generator.address != body.creator.address:
+            raise _reject(
+                RejectReason.WRONG_CREATOR, "a block holds only its creator's transactions"
+            )
+        validate_transaction(tx, policy, now_ms=None, weights="absent")
+        if tx.digest in seen:
+            raise _reject(RejectReason.DUPLICATE, "transaction twice in one block")
+        seen.add(tx.digest)
+
+
+def find_receipt(block: pb.Block, tx_digest: bytes, receipt_digest: bytes) -> pb.Receipt | None:
+    for tx in block.body.transactions:
+        if tx.digest == tx_digest:
+            for receipt in tx.receipts:
+                if receipt.digest == receipt_digest:
+                    return receipt
+    return None
+
+
+def validate_confirmation(confirmation: pb.BlockConfirmation, draft: pb.Block) -> None:
+    """Signed by the creator of the receipt it confirms, for this draft."""
+    if not confirmation.HasField("body") or not confirmation.body.HasField("creator"):
+        raise _reject(RejectReason.MALFORMED, "confirmation lacks body or creator")
+    body = confirmation.body
+    check_signed(confirmation, body.creator, "confirmation")
+    if body.block_digest != draft.digest:
+        raise _reject(RejectReason.BAD_LINK, "confirmation is for another block")
+    receipt = find_receipt(draft, body.transaction_digest, body.receipt_digest)
+    if receipt is None:
+        raise _reject(RejectReason.UNKNOWN_RECEIPT, "confirmation names no receipt of the block")
+    if receipt.body.creator.address != body.creator.address:
+        raise _reject(RejectReason.WRONG_CREATOR, "only a receipt's creator may confirm it")
+
+
+def validate_final_block(
+    block: pb.Block,
+    policy: ValidationPolicy,
+    *,
+    height: int,
+    previous_digest: bytes,
+    owner: bytes | None = None,
+) -> None:
+    """A finalized block at `height` of a chain whose previous final digest is `previous_digest`."""
+    validate_draft_block(block, policy)
+    body = block.body
+    if owner is not None and body.creator.address != owner:
+        raise _reject(RejectReason.WRONG_CREATOR, "block was created by another node")
+    if body.height != height:
+        raise _reject(RejectReason.BAD_LINK, f"block says height {body.height}, expected {height}")
+    if body.previous_digest != previous_digest:
+        raise _reject(RejectReason.BAD_LINK, "previous digest does not match the chain")
+    if not block.HasField("finalization"):
+        raise _reject(RejectReason.MALFORMED, "block is not finalized")
+    final = block.finalization
+    if digest_message(final) != block.final_digest:
+        raise _reject(RejectReason.DIGEST_MISMATCH, "finalization does not hash to final digest")
+    if not verify_signature(body.creator.public_key, block.final_digest, block.final_signature):
+        raise _reject(RejectReason.BAD_SIGNATURE, "final signature does not verify")
+    if final.block_digest != block.digest:
+        raise _reject(RejectReason.BAD_LINK, "finalization is for another draft")
+    confirmed: set[bytes] = set()
+    for confirmation in final.confirmations:
+        validate_confirmation(confirmation, block)
+        if confirmation.body.receipt_digest in confirmed:
+            raise _reject(RejectReason.DUPLICATE, "a receipt confirmed twice")
+        confirmed.add(confirmation.body.receipt_digest)
+    if not final.timed_out and confirmed_fraction(block) < final.quorum:
+        raise _reject(
+            RejectReason.BELOW_QUORUM,
+            f"{confirmed_fraction(block):.2f} of receipts confirmed, quorum {final.quorum:.2f}",
+        )

@@ -1,0 +1,151 @@
+"""DFL engines wired together in one process: virtual time, in-memory transport, real ledger.
+
+This is the seam the simulator builds on and what the engine's integration tests drive: messages
+are real serialized records, blocks go to real chain stores, and the only thing a host supplies
+is the ML (a ModelHost). Events are processed in (time, order of scheduling) order, so a run is
+reproducible.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from node.ledger.errors import RecordRejected
+from node.ledger.store import ChainStore
+from node.protocol.dfl import (
+    Action,
+    Aggregate,
+    BufferedModel,
+    ConfirmationsReceived,
+    DflEngine,
+    DraftBlockReceived,
+    Evaluate,
+    EvaluationDone,
+    Event,
+    MessageKind,
+    PeersChanged,
+    PersistBlock,
+    SamplesCollected,
+    Send,
+    Tick,
+    Train,
+    TrainingDone,
+    TransactionReceived,
+)
+
+_RECEIVED = {
+    MessageKind.TRANSACTION: TransactionReceived,
+    MessageKind.DRAFT_BLOCK: DraftBlockReceived,
+    MessageKind.CONFIRMATIONS: ConfirmationsReceived,
+}
+
+
+class ModelHost(Protocol):
+    """The ML a node's engine asks for; the engine never sees anything but weight bytes."""
+
+    def train(self, batch_size: int) -> bytes: ...
+
+    def evaluate(self, model: bytes) -> float: ...
+
+    def aggregate(self, models: Sequence[BufferedModel]) -> None: ...
+
+
+@dataclass
+class MemoryNode:
+    name: str
+    engine: DflEngine
+    host: ModelHost
+    store: ChainStore | None = None
+    rejections: Counter[str] = field(default_factory=Counter)
+    bytes_sent: int = 0
+    messages_sent: int = 0
+
+
+class MemoryNetwork:
+    """Nodes by name, a queue of timed events, and a transport with a fixed latency."""
+
+    def __init__(self, *, latency: float = 0.01, tick_interval: float = 1.0) -> None:
+        self.nodes: dict[str, MemoryNode] = {}
+        self.latency = latency
+        self.tick_interval = tick_interval
+        self.now = 0.0
+        self.cut: set[tuple[str, str]] = set()  # (sender, receiver) links that drop everything
+        self._next_tick = tick_interval
+        self._queue: list[tuple[float, int, str, Event]] = []
+        self._order = itertools.count()
+
+    def add(self, node: MemoryNode) -> None:
+        self.nodes[node.name] = node
+
+    def connect(self, edges: Sequence[tuple[str, str]]) -> None:
+        """Undirected edges; each node's peers become its neighbours' names."""
+        peers: dict[str, list[str]] = {name: [] for name in self.nodes}
+        for a, b in edges:
+            peers[a].append(b)
+            peers[b].append(a)
+        for name, neighbours in peers.items():
+            self._handle(self.nodes[name], PeersChanged(tuple(sorted(neighbours))))
+
+    def schedule(self, at: float, name: str, event: Event) -> None:
+        heapq.heappush(self._queue, (at, next(self._order), name, event))
+
+    def run(self, until: float) -> None:
+        """Processes every event up to `until`, with a Tick for every node each tick_interval."""
+        while True:
+            due = self._queue[0][0] if self._queue else float("inf")
+            if min(due, self._next_tick) > until:
+                break
+            if self._next_tick <= due:
+                self.now = self._next_tick
+                for node in self.nodes.values():
+                    self._handle(node, Tick())
+                self._next_tick += self.tick_interval
+                continue
+            self.now, _, name, event = heapq.heappop(self._queue)
+            self._handle(self.nodes[name], event)
+        self.now = until
+
+    def _handle(self, node: MemoryNode, event: Event) -> None:
+        try:
+            actions = node.engine.handle(event, self.now)
+        except RecordRejected as error:
+            node.rejections[error.reason.label] += 1
+            return
+        for action in actions:
+            self._carry_out(node, action)
+
+    def _carry_out(self, node: MemoryNode, action: Action) -> None:
+        match action:
+            case Train(batch_size):
+                self._handle(node, TrainingDone(node.host.train(batch_size)))
+            case Evaluate(digest, _, model):
+                self._handle(node, EvaluationDone(digest, node.host.evaluate(model)))
+            case Send(to, kind, payload):
+                for peer in to:
+                    node.bytes_sent += len(payload)
+                    node.messages_sent += 1
+                    if (node.name, peer) in self.cut:
+                        continue
+                    event = _RECEIVED[kind](payload, node.name)
+                    self.schedule(self.now + self.latency, peer, event)
+            case Aggregate(models):
+                node.host.aggregate(models)
+            case PersistBlock(block):
+                if node.store is not None:
+                    node.store.append(block)
+
+
+def inject_steadily(
+    network: MemoryNetwork, name: str, *, rate: float, batch: int, start: float, until: float
+) -> None:
+    """Schedules SamplesCollected(batch) for `name` so that `rate` samples arrive per second."""
+    interval = batch / rate
+    at = start
+    while at <= until:
+        network.schedule(at, name, SamplesCollected(batch))
+        at += interval

@@ -1,0 +1,47 @@
+"""The `dfl` command line: identities, and what it says when there is nothing to audit."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from node.ledger.errors import RejectReason
+from node.ledger.keys import NodeKey
+from orchestrator.cli import main
+
+
+def test_keygen_creates_a_key_prints_its_address_and_never_overwrites(tmp_path, capsys) -> None:
+    assert main(["keygen", str(tmp_path / "node")]) == 0
+    printed = capsys.readouterr().out
+    address = NodeKey.load(tmp_path / "node").address.hex()
+    assert f"address {address}" in printed
+
+    assert main(["keygen", str(tmp_path / "node")]) == 1
+    assert "exists" in capsys.readouterr().err
+    assert NodeKey.load(tmp_path / "node").address.hex() == address
+
+
+def test_chain_verify_without_a_store_exits_2_naming_the_path(tmp_path, capsys) -> None:
+    assert main(["chain", "verify", str(tmp_path)]) == 2
+    assert "no chain store at" in capsys.readouterr().err
+
+
+def test_chain_verify_on_a_file_that_is_not_sqlite_exits_1(tmp_path, capsys) -> None:
+    bogus = tmp_path / "chain.sqlite"
+    bogus.write_bytes(b"definitely not a database" * 100)
+    assert main(["chain", "verify", str(bogus)]) == 1
+    assert capsys.readouterr().out.startswith("INVALID")
+
+
+def test_help_lists_every_command(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("keygen", "chain"):
+        assert command in out
+
+
+@pytest.mark.parametrize("reason", list(RejectReason), ids=lambda r: r.label)
+def test_every_reject_reason_maps_to_a_real_grpc_status(reason: RejectReason) -> None:
+    assert grpc.StatusCode[reason.grpc_status] is not grpc.StatusCode.OK
