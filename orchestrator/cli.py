@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from orchestrator.commands import chain, keys
+from orchestrator.commands import chain, data, keys
 
-COMMAND_GROUPS = (keys, chain)
+COMMAND_GROUPS = (keys, chain, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -234,14 +234,12 @@ class DflState:
     peers: tuple[str, ...]
     height: int
     head_digest: bytes
+    seen: ExpiringMemory[bytes, SeenTransaction]
+    unconfirmed_receipts: ExpiringMemory[bytes, bool]  # receipts we wrote and may confirm once
     samples_pending: int = 0
     trainings_in_flight: int = 0
-    seen: ExpiringMemory[bytes, SeenTransaction] = field(default_factory=lambda: ExpiringMemory(1))
     evaluations: dict[bytes, tuple[pb.Transaction, str]] = field(default_factory=dict)
     own: OrderedDict[bytes, OwnTransaction] = field(default_factory=OrderedDict)
-    unconfirmed_receipts: ExpiringMemory[bytes, bool] = field(
-        default_factory=lambda: ExpiringMemory(1)
-    )
     buffer: list[BufferedModel] = field(default_factory=list)
     draft: DraftInProgress | None = None
     counters: Counter[str] = field(default_factory=Counter)

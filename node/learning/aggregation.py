@@ -1,0 +1,189 @@
+"""The aggregation and reputation SDK: the one seam where researchers plug in their own rule.
+
+It keeps the shape of the DFL original's plugin call, `update_model(current, self_accuracy,
+received[(model, accuracy, generator)], reputation)`, with flat float32 vectors in place of Caffe
+nets and a mutable mapping in place of the reputation database. A plugin is any object with that
+method; it may update `reputation` in place, and it returns the node's next model.
+
+Plugins are named in an experiment by a short name (the built-ins, or an entry point in the
+`dfl_testbed.aggregators` group, which is how an installed package adds one) or by a dotted path
+(`package.module:Name` or `package.module.Name`). Whatever is loaded is wrapped so that a plugin
+that returns the wrong thing fails loudly with its own name in the message, instead of poisoning
+the node's model several steps later.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import inspect
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+ENTRY_POINT_GROUP = "dfl_testbed.aggregators"
+INITIAL_REPUTATION = 1.0  # what the original stores for a generator it has not seen yet
+
+GeneratorId = str | bytes
+
+
+@dataclass(frozen=True)
+class ReceivedModel:
+    """A peer's model as the aggregator sees it: weights, our accuracy for them, who made them."""
+
+    model: np.ndarray
+    accuracy: float
+    generator: GeneratorId
+
+
+@runtime_checkable
+class Aggregator(Protocol):
+    """What a plugin implements. `current` is this node's model; the result replaces it."""
+
+    def update_model(
+        self,
+        current: np.ndarray,
+        self_accuracy: float,
+        received: Sequence[ReceivedModel],
+        reputation: MutableMapping[GeneratorId, float],
+    ) -> np.ndarray: ...
+
+
+class AggregatorError(Exception):
+    """A plugin could not be loaded, or returned something that is not a model."""
+
+    def __init__(self, plugin: str, detail: str) -> None:
+        super().__init__(f"aggregator {plugin!r}: {detail}")
+        self.plugin = plugin
+        self.detail = detail
+
+
+class CheckedAggregator:
+    """A loaded plugin plus the checks on what goes in and what comes out.
+
+    Inputs are checked too, so that a shape error is blamed on the caller rather than on the
+    plugin. The result must be a finite float vector of the current model's shape; it comes back
+    as float32, the type every other component expects.
+    """
+
+    def __init__(self, name: str, plugin: Aggregator) -> None:
+        self.name = name
+        self.plugin = plugin
+
+    def update_model(
+        self,
+        current: np.ndarray,
+        self_accuracy: float,
+        received: Sequence[ReceivedModel],
+        reputation: MutableMapping[GeneratorId, float],
+    ) -> np.ndarray:
+        if current.ndim != 1:
+            raise ValueError(f"current model must be a flat vector, got shape {current.shape}")
+        for item in received:
+            if item.model.shape != current.shape:
+                raise ValueError(
+                    f"model from {item.generator!r} has shape {item.model.shape}, "
+                    f"the current model {current.shape}"
+                )
+        result = self.plugin.update_model(current, self_accuracy, received, reputation)
+        return self._check(result, current.shape)
+
+    def _check(self, result: Any, shape: tuple[int, ...]) -> np.ndarray:
+        if hasattr(result, "detach") and hasattr(result, "numpy"):  # a torch tensor
+            result = result.detach().cpu().numpy()
+        if not isinstance(result, np.ndarray):
+            raise AggregatorError(
+                self.name, f"returned {type(result).__name__}, expected a numpy array"
+            )
+        if result.shape != shape:
+            raise AggregatorError(self.name, f"returned shape {result.shape}, expected {shape}")
+        if not np.issubdtype(result.dtype, np.floating):
+            raise AggregatorError(self.name, f"returned dtype {result.dtype}, expected float32")
+        result = result.astype(np.float32, copy=False)
+        if not np.isfinite(result).all():
+            raise AggregatorError(self.name, "returned non-finite weights")
+        return result
+
+    def __repr__(self) -> str:
+        return f"CheckedAggregator({self.name!r}, {self.plugin!r})"
+
+
+def _builtins() -> Mapping[str, Callable[..., Aggregator]]:
+    from node.learning import aggregators  # the built-ins import this module, not the reverse
+
+    return aggregators.BUILTIN
+
+
+def _import_target(spec: str) -> Any:
+    if ":" in spec:
+        module_name, _, attribute = spec.partition(":")
+    else:
+        module_name, _, attribute = spec.rpartition(".")
+    if not module_name or not attribute:
+        raise AggregatorError(spec, "not a dotted path (expected package.module:Name)")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AggregatorError(spec, f"cannot import module {module_name!r}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise AggregatorError(
+                spec, f"module {module_name!r} has no attribute {attribute!r}"
+            ) from None
+    return target
+
+
+def _entry_point(name: str) -> Any | None:
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name == name:
+            try:
+                return entry.load()
+            except Exception as exc:
+                raise AggregatorError(
+                    name, f"entry point {entry.value!r} failed to load: {exc}"
+                ) from exc
+    return None
+
+
+def _instantiate(name: str, target: Any, options: Mapping[str, Any]) -> Aggregator:
+    if inspect.isclass(target) or (callable(target) and not isinstance(target, Aggregator)):
+        try:
+            plugin = target(**options)
+        except (TypeError, ValueError) as exc:
+            raise AggregatorError(
+                name, f"cannot be built with options {dict(options)}: {exc}"
+            ) from exc
+    else:
+        if options:
+            raise AggregatorError(name, "is an instance; it takes no options")
+        plugin = target
+    if not callable(getattr(plugin, "update_model", None)):
+        raise AggregatorError(name, f"{type(plugin).__name__} has no update_model method")
+    return plugin
+
+
+def load_aggregator(spec: str, **options: Any) -> CheckedAggregator:
+    """A plugin by short name, entry point or dotted path, built with `options`.
+
+    Short names are looked up first among the built-ins, then in the entry point group; anything
+    else with a dot or colon is imported. A class (or factory) is called with the options; an
+    object that already has `update_model` is used as it is.
+    """
+    builtins = _builtins()
+    if spec in builtins:
+        target: Any = builtins[spec]
+    else:
+        target = _entry_point(spec)
+        if target is None:
+            if "." not in spec and ":" not in spec:
+                raise AggregatorError(
+                    spec,
+                    f"unknown name: not a built-in ({', '.join(sorted(builtins))}), "
+                    f"not an entry point in {ENTRY_POINT_GROUP!r}, and not a dotted path",
+                )
+            target = _import_target(spec)
+    return CheckedAggregator(spec, _instantiate(spec, target, options))
