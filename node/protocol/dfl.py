@@ -21,9 +21,10 @@ Blocks. An own transaction is settled once every neighbour has sent its receipt 
 no one else can) or `receipt_wait` has passed; settled transactions without a single receipt
 prove nothing and are dropped. With `transactions_per_block` settled ones the generator drafts a
 block and sends it to its neighbours, which confirm the receipts they wrote, once each. The draft
-finalizes at once when every receipt a neighbour wrote is confirmed, at the first tick at which
-the confirmed fraction reaches the quorum (so that confirmations arriving together are kept
-together), or at the timeout, which is recorded.
+finalizes at once when every receipt a neighbour wrote is confirmed; otherwise at the first tick
+at least `quorum_grace` after the draft at which the confirmed fraction reaches the quorum (so a
+neighbour that is merely slower than the others still gets its confirmations in), or at the
+timeout, which is recorded.
 
 Anything received that fails validation raises RecordRejected before any state changes.
 """
@@ -61,6 +62,7 @@ class DflConfig:
     transaction_lifetime: float = 120.0
     receipt_wait: float = 10.0
     confirmation_quorum: float = 0.6
+    quorum_grace: float = 2.0  # once at the quorum, how long a draft still waits for the rest
     confirmation_timeout: float = 10.0
     confirmation_window: float = 900.0  # how long after writing a receipt we will confirm it
     seen_capacity: int = 10_000
@@ -80,6 +82,7 @@ class DflConfig:
                 ("confirmation_quorum", 0.0 <= self.confirmation_quorum <= 1.0),
                 ("transaction_lifetime", self.transaction_lifetime > self.receipt_wait > 0),
                 ("confirmation_timeout", self.confirmation_timeout > 0),
+                ("quorum_grace", 0 <= self.quorum_grace <= self.confirmation_timeout),
                 ("confirmation_window", self.confirmation_window > 0),
                 ("seen_capacity", self.seen_capacity >= 1),
             )
@@ -533,7 +536,12 @@ class DflEngine:
         fraction = records.confirmed_fraction(draft.block, draft.confirmations.keys())
         timed_out = now >= draft.sent_at + self.config.confirmation_timeout
         complete = fraction >= 1.0
-        if not (complete or timed_out or (on_tick and fraction >= self.config.confirmation_quorum)):
+        quorum = (
+            on_tick
+            and fraction >= self.config.confirmation_quorum
+            and now >= draft.sent_at + self.config.quorum_grace
+        )
+        if not (complete or timed_out or quorum):
             return []
         block = records.finalize_block(
             self.key,

@@ -276,12 +276,12 @@ def _capture_blocks(network) -> list[pb.Block]:
     return blocks
 
 
-def test_a_draft_finalizes_on_the_tick_after_the_quorum_is_reached() -> None:
-    network = _draft_sent(DflConfig(batch_size=4, transactions_per_block=1))
+def test_a_draft_finalizes_on_the_first_tick_after_the_grace_once_at_the_quorum() -> None:
+    network = _draft_sent(DflConfig(batch_size=4, transactions_per_block=1, quorum_grace=1.0))
     blocks = _capture_blocks(network)
-    network.run(0.49)  # 2 of 3 receipts confirmed at 0.14 >= quorum 0.6: wait for the tick
+    network.run(1.49)  # 2 of 3 confirmed at 0.14 >= quorum 0.6; the grace ends at 1.12
     assert network.nodes["n0"].engine.state.height == 0 and not blocks
-    network.run(0.5)
+    network.run(1.5)
     (block,) = blocks
     assert not block.finalization.timed_out
     assert records.confirmed_fraction(block) == pytest.approx(2 / 3)

@@ -1,0 +1,117 @@
+"""A node's configuration: one YAML file, overridable by environment variables.
+
+Everything a node needs to take part in an experiment is here, so that a container, a local
+process and a test start nodes the same way. Validation happens once, at start: a bad value stops
+the node with the field's name and what to write instead, never halfway through a run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from node.protocol.dfl import DflConfig
+
+ENV_PREFIX = "DFL_NODE_"
+
+
+class NodeConfigError(Exception):
+    """The configuration cannot start a node; the message names every bad field."""
+
+
+class NodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "node"
+    data_dir: Path = Path("node-data")
+    listen: str = "0.0.0.0"
+    port: int = Field(50051, ge=1, le=65535)
+    advertise: str | None = None  # host:port peers reach us at; default 127.0.0.1:port
+    metrics_port: int = Field(0, ge=0, le=65535)  # 0: no /metrics endpoint
+    peers: tuple[str, ...] = ()
+
+    protocol: str = "dfl"
+    model: str = "lenet"
+    seed: int = 1  # the experiment's: same genesis and same initial weights on every node
+    node_seed: int = 0  # this node's own randomness (sample choice, attacks)
+    behaviour: str = "normal"
+    behaviour_options: dict[str, float] = Field(default_factory=dict)
+    aggregator: str = "reputation-0.05"
+    aggregator_options: dict[str, Any] = Field(default_factory=dict)
+    dfl: dict[str, Any] = Field(default_factory=dict)  # DflConfig fields
+    test_batch: int = Field(100, ge=1)  # samples per local accuracy measurement
+    sample_memory: int = Field(20_000, ge=64)  # recent samples kept for evaluation
+    torch_threads: int = Field(1, ge=1)
+    tick_interval: float = Field(0.5, gt=0)
+    peer_timeout: float = Field(10.0, gt=0)
+    peer_retries: int = Field(2, ge=0)
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _split_peers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(peer.strip() for peer in value.split(",") if peer.strip())
+        return value
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        if value != "dfl":
+            raise ValueError("only 'dfl' nodes run in this version")
+        return value
+
+    @property
+    def address(self) -> str:
+        return self.advertise or f"127.0.0.1:{self.port}"
+
+    def dfl_config(self) -> DflConfig:
+        try:
+            return DflConfig(**self.dfl)
+        except (TypeError, ValueError) as error:
+            raise NodeConfigError(f"dfl: {error}") from None
+
+
+def _environment_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """DFL_NODE_PORT=50052 sets `port`; DFL_NODE_PEERS=a:1,b:2 sets `peers`."""
+    fields = set(NodeConfig.model_fields)
+    overrides = {}
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX):
+            field = name[len(ENV_PREFIX) :].lower()
+            if field not in fields:
+                raise NodeConfigError(
+                    f"{name}: no such setting; known: {', '.join(sorted(fields))}"
+                )
+            overrides[field] = value
+    return overrides
+
+
+def load_node_config(
+    path: Path | None, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> NodeConfig:
+    """The file (if any), then DFL_NODE_* variables, then keyword overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise NodeConfigError(f"{path}: {error}") from None
+        if not isinstance(loaded, dict):
+            raise NodeConfigError(f"{path}: expected a mapping of settings")
+        values.update(loaded)
+    values.update(_environment_overrides(os.environ if environ is None else environ))
+    values.update(overrides)
+    try:
+        config = NodeConfig(**values)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        raise NodeConfigError(f"bad node configuration: {problems}") from None
+    config.dfl_config()  # fail now, not at the first transaction
+    return config
