@@ -101,10 +101,12 @@ def make_receipt(
 
 def without_model(transaction: pb.Transaction) -> pb.Transaction:
     """A copy without the weights: what blocks store (the signed ModelRef still names them)."""
-    copy = pb.Transaction()
-    copy.CopyFrom(transaction)
-    copy.ClearField("model")
-    return copy
+    return pb.Transaction(
+        body=transaction.body,
+        digest=transaction.digest,
+        signature=transaction.signature,
+        receipts=transaction.receipts,
+    )
 
 
 def draft_block(

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from node.ledger import records
 from node.ledger.errors import RecordRejected, RejectReason
+from node.ledger.hashing import digest_message
 from node.ledger.keys import NodeKey
 from node.ledger.validation import (
     ValidationPolicy,
@@ -120,6 +121,13 @@ class EvaluationDone:
 
 
 @dataclass(frozen=True)
+class EvaluationFailed:
+    """The host could not evaluate (e.g. no samples of its own yet): no receipt is written."""
+
+    transaction_digest: bytes
+
+
+@dataclass(frozen=True)
 class DraftBlockReceived:
     payload: bytes
     sender: str
@@ -146,6 +154,7 @@ Event = (
     | TrainingDone
     | TransactionReceived
     | EvaluationDone
+    | EvaluationFailed
     | DraftBlockReceived
     | ConfirmationsReceived
     | PeersChanged
@@ -300,6 +309,10 @@ class DflEngine:
                 return self._on_transaction(payload, sender, now)
             case EvaluationDone(digest, accuracy):
                 return self._on_evaluation(digest, accuracy, now)
+            case EvaluationFailed(digest):
+                if self.state.evaluations.pop(digest, None) is not None:
+                    self.state.counters["evaluations_failed"] += 1
+                return []
             case DraftBlockReceived(payload, sender):
                 return self._on_draft(payload, sender)
             case ConfirmationsReceived(payload, _):
@@ -353,14 +366,25 @@ class DflEngine:
 
     def _on_transaction(self, payload: bytes, sender: str, now: float) -> list[Action]:
         tx = decode(pb.Transaction, payload, self.policy.max_message_bytes)
-        validate_transaction(tx, self.policy, now_ms=to_ms(now), weights="optional")
-        if tx.body.generator.address == self.address:
-            return self._collect_receipts(tx, now)
         state = self.state
-        seen = state.seen.get(tx.digest, now)
+        ours = tx.body.generator.address == self.address
+        own = state.own.get(tx.digest) if ours else None
+        seen = None if ours else state.seen.get(tx.digest, now)
+        # Signatures this node checked (or made) before need no second check.
+        trusted: set[bytes] = set()
+        if own is not None:
+            trusted = {tx.digest, *(r.digest for r in own.receipts.values())}
+        elif seen is not None:
+            trusted = {tx.digest, *seen.receipts}
+        validate_transaction(
+            tx, self.policy, now_ms=to_ms(now), weights="optional", trusted=trusted
+        )
+        if ours:
+            return self._collect_receipts(tx, now)
         if seen is not None:
             return self._relay_receipts(tx, seen, sender)
-        if not tx.model:
+        model = tx.model
+        if not model:
             raise RecordRejected(
                 RejectReason.MODEL_SHAPE_MISMATCH, "the first copy of a transaction lacks weights"
             )
@@ -373,7 +397,7 @@ class DflEngine:
         )
         state.evaluations[tx.digest] = (tx, sender)
         state.counters["transactions_received"] += 1
-        return [Evaluate(tx.digest, tx.body.generator.address, tx.model)]
+        return [Evaluate(tx.digest, tx.body.generator.address, model)]
 
     def _collect_receipts(self, tx: pb.Transaction, now: float) -> list[Action]:
         own = self.state.own.get(tx.digest)
@@ -477,7 +501,7 @@ class DflEngine:
 
     def _on_draft(self, payload: bytes, sender: str) -> list[Action]:
         block = decode(pb.Block, payload, self.policy.max_message_bytes)
-        validate_draft_block(block, self.policy)
+        validate_draft_block(block, self.policy, contents=False)
         if block.body.creator.address == self.address:
             raise RecordRejected(RejectReason.WRONG_CREATOR, "a draft of our own came back")
         state = self.state
@@ -487,6 +511,15 @@ class DflEngine:
             for receipt in tx.receipts
             if receipt.body.creator.address == self.address
         ]
+        for tx in block.body.transactions:  # what we vouch for must be exactly what we wrote
+            for receipt in tx.receipts:
+                if receipt.body.creator.address == self.address and (
+                    digest_message(receipt.body) != receipt.digest
+                    or receipt.body.transaction_digest != tx.digest
+                ):
+                    raise RecordRejected(
+                        RejectReason.DIGEST_MISMATCH, "a receipt of ours was altered in the draft"
+                    )
         # Paper 4.3.3: a receipt is confirmed at most once, so a finalized block cannot be redone.
         to_confirm = [
             (tx_digest, receipt_digest)

@@ -40,6 +40,7 @@ from node.protocol.dfl import (
     DraftBlockReceived,
     Evaluate,
     EvaluationDone,
+    EvaluationFailed,
     Event,
     MessageKind,
     PeersChanged,
@@ -65,6 +66,7 @@ TASK_OF_EVENT: dict[type, str] = {
     TrainingDone: "generate_transaction",
     TransactionReceived: "receive_transaction",
     EvaluationDone: "receive_transaction",
+    EvaluationFailed: "receive_transaction",
     DraftBlockReceived: "generate_block",
     ConfirmationsReceived: "generate_block",
     Tick: "generate_block",
@@ -271,6 +273,7 @@ class DflNode:
                     self.host.evaluate,
                     model,
                     then=lambda accuracy: self._handle_quietly(EvaluationDone(digest, accuracy)),
+                    failed=lambda: self._handle_quietly(EvaluationFailed(digest)),
                 )
             case Aggregate(models):
                 self._run_ml(
@@ -296,22 +299,32 @@ class DflNode:
             self.metrics.set_accuracy(self.host.local_accuracy, "local")
         self._handle_quietly(TrainingDone(model))
 
-    def _run_ml(self, task: str, work: Callable[..., Any], *args: Any, then: Callable) -> None:
+    def _run_ml(
+        self,
+        task: str,
+        work: Callable[..., Any],
+        *args: Any,
+        then: Callable[[Any], None],
+        failed: Callable[[], None] = lambda: None,
+    ) -> None:
         def measured() -> Any:
             with self.profiler.measure(task, "ml"):
                 return work(*args)
 
         future = self._ml.submit(measured)
         future.add_done_callback(
-            lambda done: self._loop.call_soon_threadsafe(self._ml_done, done, then)
+            lambda done: self._loop.call_soon_threadsafe(self._ml_done, done, then, failed)
         )
 
-    def _ml_done(self, future: Future[Any], then: Callable[[Any], None]) -> None:
+    def _ml_done(
+        self, future: Future[Any], then: Callable[[Any], None], failed: Callable[[], None]
+    ) -> None:
         if future.cancelled():
             return
         error = future.exception()
         if error is not None:
-            log.error("ML work failed: %r", error)
+            log.warning("ML work failed: %r", error)
+            failed()
             return
         then(future.result())
 

@@ -281,7 +281,8 @@ async def _sample(
     return rows
 
 
-async def _drive(run: LocalRun, progress: Progress, stop: asyncio.Event) -> None:
+async def drive(run: LocalRun, progress: Progress, stop: asyncio.Event) -> None:
+    """Injects, samples and watches the started nodes until the duration ends or `stop` is set."""
     spec = run.spec
     dataset = load_dataset(spec.dataset)
     partition = Partition.build(
@@ -379,7 +380,7 @@ def run_local(spec: ExperimentSpec, out: Path, *, progress: bool = True) -> Loca
     async def main() -> None:
         stop = asyncio.Event()
         with _sigint_sets(stop, asyncio.get_running_loop()):
-            await _drive(run, Progress(spec.duration_seconds, progress), stop)
+            await drive(run, Progress(spec.duration_seconds, progress), stop)
 
     try:
         for node in run.nodes:

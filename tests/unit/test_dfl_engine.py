@@ -9,6 +9,7 @@ import pytest
 
 from node.ledger import records
 from node.ledger.errors import RecordRejected, RejectReason
+from node.ledger.hashing import digest_message
 from node.ledger.keys import NodeKey
 from node.ledger.validation import ValidationPolicy, decode, validate_final_block
 from node.protocol.dfl import (
@@ -345,3 +346,34 @@ def test_peers_can_change() -> None:
     node = engine("a")
     node.handle(PeersChanged(("x", "y")), 0.0)
     assert node.state.peers == ("x", "y")
+
+
+def test_a_neighbour_refuses_to_confirm_a_receipt_the_generator_altered() -> None:
+    config = DflConfig(batch_size=4, transactions_per_block=1)
+    generator, receiver = engine("a", config, peers=("b",)), engine("b", config, peers=("a",))
+    generator.handle(SamplesCollected(4), 0.0)
+    (send,) = generator.handle(TrainingDone(tiny_weights()), 0.0)
+    evaluate = only(receiver.handle(TransactionReceived(send.payload, "a"), 0.1), Evaluate)
+    (back,) = receiver.handle(EvaluationDone(evaluate.transaction_digest, 0.25), 0.1)
+    (draft,) = generator.handle(TransactionReceived(back.payload, "b"), 0.2)
+
+    block = decode(pb.Block, draft.payload)
+    block.body.transactions[0].receipts[0].body.accuracy = 0.99  # a better score for itself
+    block.digest = digest_message(block.body)
+    block.signature = key("a").sign(block.digest)  # the generator re-signs its own draft
+    before = receiver.snapshot()
+    with pytest.raises(RecordRejected) as refused:
+        receiver.handle(DraftBlockReceived(block.SerializeToString(), "a"), 0.3)
+    assert refused.value.reason is RejectReason.DIGEST_MISMATCH
+    assert receiver.snapshot() == before
+
+
+def test_known_copies_skip_signatures_but_not_digests() -> None:
+    node = engine("b", peers=("a", "c"))
+    payload = signed_tx(key("a"))
+    node.handle(TransactionReceived(payload, "a"), 1.0)
+    forged = decode(pb.Transaction, payload)
+    forged.body.ttl = 2  # changed body, old digest: caught even for a known transaction
+    with pytest.raises(RecordRejected) as rejected:
+        node.handle(TransactionReceived(forged.SerializeToString(), "c"), 1.1)
+    assert rejected.value.reason is RejectReason.DIGEST_MISMATCH

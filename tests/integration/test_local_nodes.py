@@ -1,0 +1,466 @@
+"""Real node processes on 127.0.0.1 (the local runtime), read like a functional test.
+
+One small network (three nodes, full mesh, the smoke experiment with small blocks) is started
+once for the module and driven as `dfl run --runtime local` drives it: samples injected at the
+spec's rate, every node's model measured on the test set. The tests then look at it from outside,
+in order: its metrics endpoint, bad input over its real gRPC port, a node killed with SIGKILL and
+restarted on its data directory, and finally the run directory and report it leaves behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from node.ledger import records
+from node.ledger.errors import RejectReason
+from node.ledger.keys import NodeKey
+from node.ledger.store import ChainStore
+from node.service.peers import CHANNEL_OPTIONS, SERVICE
+from orchestrator.datasets import DATA_DIR_ENV, ensure_dataset
+from orchestrator.report import SUMMARY_FILE, render_report
+from orchestrator.runtimes.local import LocalNode, LocalRun, Progress, drive, write_run_json
+from orchestrator.spec import ExperimentSpec, load_spec, with_overrides
+from proto.dfl.v1 import node_pb2, node_pb2_grpc
+from proto.dfl.v1 import records_pb2 as pb
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SMOKE_SPEC = REPO_ROOT / "experiments" / "smoke-dfl.yaml"
+OVERRIDES = {
+    "nodes.count": 3,
+    "duration": "10m",  # an upper bound only: the module ends the run when its tests are done
+    "dfl.transactions_per_block": 4,  # a block every few seconds
+    "dfl.fedavg_buffer": 4,
+    "evaluation.interval": "4s",
+    "evaluation.test_samples": 500,
+}
+READY_TIMEOUT = 120.0
+TARGET = 0  # the node that gets the bad input
+VICTIM = 2  # the node that is killed and restarted
+MIN_ACCURACY = 0.3  # ten classes: chance is 0.1
+
+
+# --- the network ---------------------------------------------------------------------------------
+
+
+class LiveNetwork:
+    """A LocalRun whose driver (injection and sampling) runs on a thread until `finish`."""
+
+    def __init__(self, spec: ExperimentSpec, out: Path) -> None:
+        self.out = out
+        self.run = LocalRun(spec, out, tolerate_exits=True)  # one test kills a node on purpose
+        self.error: BaseException | None = None
+        self.crash: tuple[float, float] | None = None  # (killed, back) in Unix seconds
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run_driver, name="local-run", daemon=True)
+        self._began = 0.0
+        self.finished = False
+
+    @property
+    def nodes(self) -> list[LocalNode]:
+        return self.run.nodes
+
+    def start(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "spec.yaml").write_text(self.run.spec.to_yaml())
+        self.run.prepare()
+        for node in self.nodes:
+            self.run.start(node)
+        self._began = time.monotonic()
+        self._thread.start()
+        wait_for(
+            lambda: all(node.address for node in self.nodes),
+            READY_TIMEOUT,
+            "every node answering GetStatus",
+            self,
+        )
+
+    def _run_driver(self) -> None:
+        async def main() -> None:
+            self._stop = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            await drive(self.run, Progress(0, enabled=False), self._stop)
+
+        try:
+            asyncio.run(main())
+        except BaseException as error:  # reported by wait_for and finish
+            self.error = error
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise AssertionError(f"the run's driver failed: {self.error!r}") from self.error
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self._began
+
+    def finish(self) -> None:
+        """Stops injection and sampling, then every node (SIGTERM), and writes run.json."""
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            if self._loop is not None and self._stop is not None and self._thread.is_alive():
+                self._loop.call_soon_threadsafe(self._stop.set)
+            if self._thread.is_alive():
+                self._thread.join(timeout=60)
+        finally:
+            self.run.stop_all()
+        if self.run.started_at:
+            elapsed = time.time() - self.run.started_at
+            self.run.spec = with_overrides(self.run.spec, {"duration": round(elapsed, 1)})
+        write_run_json(self.run)
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float, what: str, network: LiveNetwork | None = None
+) -> Any:
+    """Polls `condition` until it returns something true; fails naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if network is not None:
+            network.check()
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNetwork]:
+    data = Path(os.environ.get(DATA_DIR_ENV) or REPO_ROOT / "data")
+    ensure_dataset("mnist", data)
+    spec = with_overrides(load_spec(SMOKE_SPEC), OVERRIDES)
+    live = LiveNetwork(spec, tmp_path_factory.mktemp("local-run"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(DATA_DIR_ENV, str(data))  # the driver loads the dataset by name
+        try:
+            live.start()
+            yield live
+        finally:
+            try:
+                live.finish()
+            finally:
+                live.run.stop_all()  # again: whatever finish did not get to is stopped now
+
+
+# --- talking to a node ---------------------------------------------------------------------------
+
+
+def channel(node: LocalNode) -> grpc.Channel:
+    return grpc.insecure_channel(node.target, options=CHANNEL_OPTIONS)
+
+
+def status(node: LocalNode, timeout: float = 5.0) -> node_pb2.NodeStatus:
+    with channel(node) as ch:
+        return node_pb2_grpc.NodeStub(ch).GetStatus(node_pb2.StatusRequest(), timeout=timeout)
+
+
+def status_or_none(node: LocalNode) -> node_pb2.NodeStatus | None:
+    try:
+        return status(node, timeout=2.0)
+    except grpc.RpcError:
+        return None
+
+
+def height(node: LocalNode) -> int:
+    return status(node).chain_height
+
+
+def alive(node: LocalNode) -> bool:
+    return node.process is not None and node.process.poll() is None
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(node: LocalNode) -> Samples:
+    """Every sample of the node's /metrics, parsed by prometheus_client's own parser."""
+    url = f"http://127.0.0.1:{node.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of `name`'s samples whose labels include `labels`."""
+    wanted = set(labels.items())
+    return sum(
+        value for (sample, have), value in samples.items() if sample == name and wanted <= have
+    )
+
+
+def rejected(samples: Samples) -> dict[str, float]:
+    return {
+        reason.label: total(samples, "dfl_rejected_total", reason=reason.label)
+        for reason in RejectReason
+    }
+
+
+# --- 1. the metrics endpoint ---------------------------------------------------------------------
+
+
+MOVING_COUNTERS = {
+    "samples injected": ("dfl_samples_injected_total", {}),
+    "transactions generated": ("dfl_transactions_generated_total", {}),
+    "transactions received": ("dfl_transactions_received_total", {}),
+    "receipts written": ("dfl_receipts_total", {"direction": "written"}),
+    "confirmations sent": ("dfl_confirmations_total", {"direction": "sent"}),
+    "blocks": ("dfl_blocks_total", {}),
+    "ML CPU": ("dfl_cpu_seconds_total", {"category": "ml"}),
+    "blockchain CPU": ("dfl_cpu_seconds_total", {"category": "blockchain"}),
+    "process CPU": ("dfl_process_cpu_seconds_total", {}),
+}
+
+
+def test_metrics_endpoint_parses_and_its_counters_move(network: LiveNetwork) -> None:
+    first = {node.name: scrape(node) for node in network.nodes}
+    for node in network.nodes:
+        samples = first[node.name]
+        names = {name for name, _ in samples}
+        assert {"dfl_chain_height", "dfl_peers", "dfl_info", "dfl_accuracy"} <= names
+        assert total(samples, "dfl_peers") == len(network.nodes) - 1
+        assert set(rejected(samples)) == {reason.label for reason in RejectReason}
+        assert total(samples, "dfl_info", address=node.address) == 1
+
+    def stuck() -> dict[str, list[str]]:
+        """The counters of each node that have not moved since the first scrape."""
+        result = {}
+        for node in network.nodes:
+            now, then = scrape(node), first[node.name]
+            still = [
+                what
+                for what, (name, labels) in MOVING_COUNTERS.items()
+                if total(now, name, **labels) <= total(then, name, **labels)
+            ]
+            if still:
+                result[node.name] = still
+        return result
+
+    deadline = time.monotonic() + 30
+    while (still := stuck()) and time.monotonic() < deadline:
+        network.check()
+        time.sleep(0.5)
+    assert not still, f"counters that did not move in 30 s: {still}"
+
+
+# --- 2. bad input over the real gRPC port --------------------------------------------------------
+
+
+def submit(
+    ch: grpc.Channel, method: str, payload: bytes, timeout: float = 30.0
+) -> grpc.RpcError | None:
+    """Sends raw bytes to one of the record-carrying RPCs; the error, or None when accepted."""
+    call = ch.unary_unary(
+        f"/{SERVICE}/{method}",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    try:
+        call(payload, timeout=timeout)
+    except grpc.RpcError as error:
+        return error
+    return None
+
+
+def test_bad_input_is_refused_counted_and_survived(network: LiveNetwork) -> None:
+    node = network.nodes[TARGET]
+    with ChainStore.open(node.data_dir, verify=False) as store:  # WAL: reading beside the node
+        genesis = store.genesis
+    with channel(node) as ch:
+        weights = node_pb2_grpc.NodeStub(ch).GetModel(node_pb2.ModelRequest(), timeout=30).weights
+    assert len(weights) == records.parameter_count(genesis) * 4
+
+    stranger = NodeKey.generate()
+    now_ms = int(time.time() * 1000)
+
+    def transaction(created_ms: int, lifetime_ms: int = 60_000, **fields: Any) -> pb.Transaction:
+        return records.make_transaction(
+            stranger,
+            genesis_digest=fields.get("genesis_digest", genesis.digest),
+            weights=weights,  # the node's own model: accepting it does the node no harm
+            now_ms=created_ms,
+            ttl=1,
+            lifetime_ms=lifetime_ms,
+        )
+
+    valid = transaction(now_ms).SerializeToString()
+    forged = transaction(now_ms - 1)  # another digest: the node never saw this one
+    signature = bytearray(forged.signature)
+    signature[5] ^= 0x40
+    forged.signature = bytes(signature)
+    expired = transaction(now_ms - 3_600_000, lifetime_ms=60_000)
+    another_genesis = hashlib.sha256(b"another experiment").digest()[: len(genesis.digest)]
+    wrong_genesis = transaction(now_ms - 2, genesis_digest=another_genesis)
+    garbage = random.Random(20240501).randbytes(4096)
+    huge = bytes(100 * 1024 * 1024)  # the node reads up to 128 MB; records may be 16 MB
+
+    cases = [
+        ("forged signature", "SubmitTransaction", forged.SerializeToString(), "bad_signature"),
+        ("replayed", "SubmitTransaction", valid, "duplicate"),
+        ("expired", "SubmitTransaction", expired.SerializeToString(), "expired"),
+        (
+            "wrong genesis",
+            "SubmitTransaction",
+            wrong_genesis.SerializeToString(),
+            "genesis_mismatch",
+        ),
+        ("100 MB", "SubmitTransaction", huge, "message_too_large"),
+        ("random bytes", "SubmitTransaction", garbage, "malformed"),
+        ("random bytes as a draft block", "SubmitDraftBlock", garbage, "malformed"),
+        ("random bytes as confirmations", "SubmitConfirmations", garbage, "malformed"),
+    ]
+    expected: dict[str, int] = {}
+    for *_, label in cases:
+        expected[label] = expected.get(label, 0) + 1
+    status_of = {reason.label: grpc.StatusCode[reason.grpc_status] for reason in RejectReason}
+
+    height_before = height(node)
+    trained_before = status(node).transactions_sent
+    before = rejected(scrape(node))
+    with channel(node) as ch:
+        assert submit(ch, "SubmitTransaction", valid) is None, "a valid transaction was refused"
+        for what, method, payload, label in cases:
+            error = submit(ch, method, payload)
+            assert error is not None, f"{what}: accepted"
+            assert error.code() == status_of[label], f"{what}: {error.code()} {error.details()}"
+            assert error.details().startswith(f"{label}: "), f"{what}: {error.details()!r}"
+    after = rejected(scrape(node))
+    moved = {
+        label: after[label] - before[label] for label in after if after[label] != before[label]
+    }
+    assert moved == expected
+
+    assert alive(node)
+    wait_for(
+        lambda: height(node) > height_before and status(node).transactions_sent > trained_before,
+        60,
+        f"{node.name} to train and finalize a block after the bad input",
+        network,
+    )
+    assert all(alive(n) for n in network.nodes)
+
+
+# --- 3. a crash and a restart --------------------------------------------------------------------
+
+
+def test_killed_node_restarts_on_its_data_directory(network: LiveNetwork) -> None:
+    run = network.run
+    victim = network.nodes[VICTIM]
+    others = [n for n in network.nodes if n is not victim]
+    wait_for(lambda: height(victim) >= 2, 60, f"{victim.name} to finalize two blocks", network)
+    address = status(victim).address.hex()
+    assert address == victim.address
+    heights_before = {n.name: height(n) for n in others}
+
+    killed_at = time.time()
+    run.stop(victim, kill=True)
+    assert victim.process is not None and victim.process.returncode == -signal.SIGKILL
+    assert all(alive(n) for n in others), "a neighbour died with the killed node"
+    assert all(status(n).chain_height >= heights_before[n.name] for n in others)
+
+    # What SIGKILL left on disk verifies, by the store and by the command line.
+    with ChainStore.open(victim.data_dir) as store:
+        height_at_kill = store.height
+    verify = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "chain", "verify", str(victim.data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert verify.stdout.startswith(f"OK: {height_at_kill} blocks")
+
+    run.start(victim)  # same config: same ports, same data directory
+    back = wait_for(
+        lambda: status_or_none(victim), READY_TIMEOUT, f"{victim.name} to restart", network
+    )
+    network.crash = (killed_at, time.time())
+    assert back.address.hex() == address, "the restarted node has another key"
+    assert back.chain_height == height_at_kill
+
+    wait_for(
+        lambda: height(victim) >= height_at_kill + 2,
+        90,
+        f"{victim.name} to finalize new blocks after its restart",
+        network,
+    )
+    assert all(alive(n) for n in network.nodes)
+    assert all(height(n) > heights_before[n.name] for n in others), "a neighbour stopped"
+    with ChainStore.open(victim.data_dir) as store:  # verifies every block
+        heights = [h for h, _, _ in store.blocks()]
+        assert heights == list(range(1, store.height + 1))
+        after_crash = store.block(height_at_kill + 1)
+        assert after_crash.body.previous_digest == store.block(height_at_kill).final_digest
+
+
+# --- the run directory and its report ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def summary(network: LiveNetwork) -> dict[str, Any]:
+    """Ends the run (after enough of it for a final accuracy) and renders its report."""
+    wait_for(lambda: network.elapsed >= 40, 60, "the run to last 40 s", network)
+    wait_for(
+        lambda: all(alive(n) and height(n) >= 2 for n in network.nodes),
+        60,
+        "every node to finalize two blocks",
+        network,
+    )
+    network.finish()
+    network.check()
+    render_report(network.out)
+    return json.loads((network.out / SUMMARY_FILE).read_text())
+
+
+def test_run_directory_shows_the_mechanics(network: LiveNetwork, summary: dict[str, Any]) -> None:
+    run_info = json.loads((network.out / "run.json").read_text())
+    addresses = {node["name"]: node["address"] for node in run_info["nodes"]}
+    assert len(set(addresses.values())) == len(network.nodes)
+    # Blocks finalized while the killed node was down lack its confirmations, by design.
+    killed_ms = network.crash[0] * 1000 if network.crash else float("inf")
+
+    for node in run_info["nodes"]:
+        name = node["name"]
+        figures = summary["nodes"][name]
+        assert figures["blocks"] >= 2, name
+        assert figures["chain_verifies"] is True, (name, figures["chain_problem"])
+        assert figures["final_test_accuracy"] > MIN_ACCURACY, (name, figures)
+
+        neighbours = {addresses[peer] for peer in node["peers"]}
+        assert neighbours == set(addresses.values()) - {addresses[name]}  # full mesh
+        fully_confirmed = 0
+        with ChainStore.open(network.out / "nodes" / name) as store:
+            for height_ in range(1, store.height + 1):
+                block = store.block(height_)
+                creators = {c.body.creator.address.hex() for c in block.finalization.confirmations}
+                assert creators <= neighbours, (name, height_)
+                if block.finalization.finalized_time_ms < killed_ms:
+                    assert creators == neighbours, f"{name} block {height_}: {creators}"
+                    fully_confirmed += 1
+        assert fully_confirmed >= 2, name
