@@ -140,21 +140,11 @@ def sorted_columns(models: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack(rows)
 
 
-def _pool(current: np.ndarray, received: Sequence[ReceivedModel], include_current: bool):
-    models = [r.model for r in received]
-    if include_current:
-        models.insert(0, current)
-    return models
+class _RobustRule:
+    """The shared shape of the robust rules: pool the models (the node's own included unless
+    told otherwise), keep the current model when there is nothing to pool, else `combine`."""
 
-
-class CoordinateMedian:
-    """The per-coordinate median of the models (the node's own included unless told otherwise).
-
-    With an even count numpy's median averages the two middle values.
-    """
-
-    def __init__(self, include_current: bool = True) -> None:
-        self.include_current = include_current
+    include_current: bool = True
 
     def update_model(
         self,
@@ -163,9 +153,27 @@ class CoordinateMedian:
         received: Sequence[ReceivedModel],
         reputation: MutableMapping[GeneratorId, float],
     ) -> np.ndarray:
-        models = _pool(current, received, self.include_current)
+        models = [r.model for r in received]
+        if self.include_current:
+            models.insert(0, current)
         if not models:
             return current.copy()
+        return self.combine(models)
+
+    def combine(self, models: Sequence[np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+
+class CoordinateMedian(_RobustRule):
+    """The per-coordinate median of the models (the node's own included unless told otherwise).
+
+    With an even count numpy's median averages the two middle values.
+    """
+
+    def __init__(self, include_current: bool = True) -> None:
+        self.include_current = include_current
+
+    def combine(self, models: Sequence[np.ndarray]) -> np.ndarray:
         ordered = sorted_columns(models)
         middle = len(models) // 2
         if len(models) % 2:
@@ -173,7 +181,7 @@ class CoordinateMedian:
         return ((ordered[middle - 1].astype(np.float64) + ordered[middle]) / 2).astype(np.float32)
 
 
-class TrimmedMean:
+class TrimmedMean(_RobustRule):
     """Per coordinate, drop the k largest and k smallest values and average the rest.
 
     k = floor(trim_fraction x n) for n models, capped so that at least one value remains.
@@ -185,23 +193,14 @@ class TrimmedMean:
         self.trim_fraction = trim_fraction
         self.include_current = include_current
 
-    def update_model(
-        self,
-        current: np.ndarray,
-        self_accuracy: float,
-        received: Sequence[ReceivedModel],
-        reputation: MutableMapping[GeneratorId, float],
-    ) -> np.ndarray:
-        models = _pool(current, received, self.include_current)
-        if not models:
-            return current.copy()
+    def combine(self, models: Sequence[np.ndarray]) -> np.ndarray:
         n = len(models)
         k = min(math.floor(self.trim_fraction * n), (n - 1) // 2)
         ordered = sorted_columns(models)
         return ordered[k : n - k].mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
-class Krum:
+class Krum(_RobustRule):
     """Krum (Blanchard et al., 2017): keep the model closest to its n - f - 2 nearest others.
 
     Each model's score is the sum of squared distances to its n - f - 2 nearest neighbours (at
@@ -229,16 +228,7 @@ class Krum:
             out[i] = np.sort(others)[: min(neighbours, n - 1)].sum()
         return out
 
-    def update_model(
-        self,
-        current: np.ndarray,
-        self_accuracy: float,
-        received: Sequence[ReceivedModel],
-        reputation: MutableMapping[GeneratorId, float],
-    ) -> np.ndarray:
-        models = _pool(current, received, self.include_current)
-        if not models:
-            return current.copy()
+    def combine(self, models: Sequence[np.ndarray]) -> np.ndarray:
         if len(models) == 1:
             return models[0].astype(np.float32, copy=True)
         best = np.argsort(self.scores(models), kind="stable")[: self.multi]

@@ -285,8 +285,9 @@ def validate_final_block(
         if confirmation.body.receipt_digest in confirmed:
             raise _reject(RejectReason.DUPLICATE, "a receipt confirmed twice")
         confirmed.add(confirmation.body.receipt_digest)
-    if not final.timed_out and confirmed_fraction(block) < final.quorum:
+    fraction = confirmed_fraction(block)
+    if not final.timed_out and fraction < final.quorum:
         raise _reject(
             RejectReason.BELOW_QUORUM,
-            f"{confirmed_fraction(block):.2f} of receipts confirmed, quorum {final.quorum:.2f}",
+            f"{fraction:.2f} of receipts confirmed, quorum {final.quorum:.2f}",
         )

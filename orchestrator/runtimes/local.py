@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -195,8 +196,6 @@ class MetricsCsv:
 
 def scrape_cpu(port: int) -> dict[str, float]:
     """The node's dfl_cpu_seconds_total by task and category, and its rejection count."""
-    import urllib.request
-
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
     values: dict[str, float] = {}
