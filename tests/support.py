@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 
@@ -12,6 +12,9 @@ import numpy as np
 from node.ledger import records
 from node.ledger.keys import NodeKey
 from node.ledger.store import ChainStore
+from node.protocol.blade import BladeConfig, BladeEngine
+from node.protocol.blade import PoolModel as BladeModel
+from node.protocol.common import SamplesCollected
 from node.protocol.dfl import BufferedModel, DflConfig, DflEngine
 from orchestrator.runtimes.memory import MemoryNetwork, MemoryNode, inject_steadily
 from proto.dfl.v1 import records_pb2 as pb
@@ -88,4 +91,68 @@ def run_four_nodes(directory: Path | None, *, until: float = 40.0, **kwargs) -> 
     for index, name in enumerate(NAMES):
         inject_steadily(network, name, rate=4, batch=4, start=0.1 + 0.13 * index, until=until - 12)
     network.run(until)
+    return network
+
+
+# --- BLADE-FL -----------------------------------------------------------------------------------
+
+BLADE_DIFFICULTY = 64  # expected hashes per block: instant in tests, yet most nonces fail
+
+
+def tiny_blade_genesis(difficulty: float = BLADE_DIFFICULTY) -> pb.Genesis:
+    return records.make_genesis(
+        protocol="blade-fl",
+        model_architecture="tiny",
+        layers=TINY_LAYERS,
+        hyperparameters={"lr": 0.01, "pow_difficulty": difficulty},
+        seed=7,
+    )
+
+
+@dataclass
+class TinyRoundHost:
+    """BLADE-FL's ML stand-in: a global vector, nudged by training, averaged per block."""
+
+    rng: np.random.Generator
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(TINY_PARAMETERS, "<f4"))
+    rounds: list[int] = field(default_factory=list)
+    copied_from: list[tuple[bytes, ...]] = field(default_factory=list)
+
+    def train_local(self, round: int, iterations: int) -> bytes:
+        step = self.rng.uniform(-0.1, 0.1, TINY_PARAMETERS).astype("<f4")
+        return (self.weights + iterations * step).astype("<f4").tobytes()
+
+    def plagiarize(self, round: int, models: Sequence[bytes]) -> bytes:
+        self.copied_from.append(tuple(models))
+        noise = self.rng.normal(0, 0.01, TINY_PARAMETERS).astype("<f4")
+        return (np.frombuffer(models[0], "<f4") + noise).astype("<f4").tobytes()
+
+    def aggregate_round(self, round: int, models: Sequence[BladeModel]) -> None:
+        self.rounds.append(round)
+        stacked = np.stack([np.frombuffer(m.model, "<f4") for m in models])
+        self.weights = stacked.mean(axis=0).astype("<f4")
+
+
+def blade_network(
+    directory: Path | None,
+    config: BladeConfig,
+    *,
+    hash_rate: float = 1e4,
+    latency: float = 0.01,
+    lazy: Sequence[str] = (),
+) -> MemoryNetwork:
+    """Four BLADE-FL clients in a full mesh, each with a chain store under directory/NAME."""
+    genesis = tiny_blade_genesis()
+    network = MemoryNetwork(latency=latency, tick_interval=0.5, hash_rate=hash_rate)
+    for index, name in enumerate(NAMES):
+        node_key = key(name)
+        store = (
+            ChainStore.create(directory / name, genesis, node_key.address) if directory else None
+        )
+        client = replace(config, lazy=name in lazy)
+        engine = BladeEngine(node_key, genesis, client)
+        network.add(MemoryNode(name, engine, TinyRoundHost(np.random.default_rng(index)), store))
+    network.connect(list(combinations(NAMES, 2)))
+    for index, name in enumerate(NAMES):
+        network.schedule(0.1 + 0.05 * index, name, SamplesCollected(config.dataset_size))
     return network

@@ -29,6 +29,9 @@ class RejectReason(enum.Enum):
     WRONG_CREATOR = ("wrong_creator", "PERMISSION_DENIED")
     UNKNOWN_RECEIPT = ("unknown_receipt", "NOT_FOUND")
     BELOW_QUORUM = ("below_quorum", "FAILED_PRECONDITION")
+    INSUFFICIENT_WORK = ("insufficient_work", "INVALID_ARGUMENT")
+    UNKNOWN_MODEL = ("unknown_model", "FAILED_PRECONDITION")
+    WRONG_ROUND = ("wrong_round", "FAILED_PRECONDITION")
 
     def __init__(self, label: str, grpc_status: str) -> None:
         self.label = label

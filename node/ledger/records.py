@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from node.ledger.hashing import digest_message, model_digest
 from node.ledger.keys import NodeKey
+from node.ledger.pow import header_hash, models_digest
 from proto.dfl.v1 import records_pb2 as pb
 
 MODEL_ENCODING = "f32le"
@@ -59,9 +60,15 @@ def make_transaction(
     now_ms: int,
     ttl: int,
     lifetime_ms: int,
+    round: int = 0,
 ) -> pb.Transaction:
-    """A signed transaction carrying `weights` (raw float32 in genesis order)."""
+    """A signed transaction carrying `weights` (raw float32 in genesis order).
+
+    BLADE-FL's pool models are transactions too, with `round` set and ttl 0 (they are never
+    forwarded), so both protocols share one signed, weight-free-in-blocks model record.
+    """
     body = pb.TransactionBody(
+        round=round,
         generator=node_info(key),
         create_time_ms=now_ms,
         expire_time_ms=now_ms + lifetime_ms,
@@ -195,3 +202,51 @@ def confirmed_fraction(block: pb.Block, confirmed: Iterable[bytes] | None = None
     if confirmed is None:
         confirmed = (c.body.receipt_digest for c in block.finalization.confirmations)
     return len(confirmable.intersection(confirmed)) / len(confirmable)
+
+
+# --- BLADE-FL -----------------------------------------------------------------------------------
+
+
+def pow_header(
+    *,
+    height: int,
+    previous_hash: bytes,
+    transactions: Sequence[pb.Transaction],
+    miner: bytes,
+    time_ms: int,
+) -> pb.PowHeader:
+    """The header a miner works on (nonce 0); `transactions` in block order."""
+    return pb.PowHeader(
+        height=height,
+        previous_hash=previous_hash,
+        models_digest=models_digest(tx.digest for tx in transactions),
+        miner=miner,
+        time_ms=time_ms,
+    )
+
+
+def make_pow_block(
+    key: NodeKey, header: pb.PowHeader, nonce: int, transactions: Iterable[pb.Transaction]
+) -> pb.PowBlock:
+    """The mined block: the header with its winning nonce, the models without weights, signed."""
+    mined = pb.PowHeader()
+    mined.CopyFrom(header)
+    mined.nonce = nonce
+    block_hash = header_hash(mined)
+    return pb.PowBlock(
+        header=mined,
+        miner=node_info(key),
+        transactions=[without_model(tx) for tx in transactions],
+        hash=block_hash,
+        signature=key.sign(block_hash),
+    )
+
+
+def make_vote(
+    key: NodeKey, *, height: int, block_hash: bytes, genesis_digest: bytes
+) -> pb.BlockVote:
+    body = pb.BlockVoteBody(
+        voter=node_info(key), height=height, block_hash=block_hash, genesis_digest=genesis_digest
+    )
+    digest = digest_message(body)
+    return pb.BlockVote(body=body, digest=digest, signature=key.sign(digest))

@@ -5,18 +5,28 @@ commit together or not at all), and a full re-verification on open, so a store t
 half-written is refused with the first bad height and the reason. Appends only check the link to
 the head: the engine validated every confirmation as it arrived, and a second full check of our
 own block would be counted as blockchain overhead that the protocol does not need.
+
+Both protocols use it: the genesis says which block format the rows hold (DFL's confirmed
+`Block`, BLADE-FL's mined `PowBlock`), and everything else (links, index, verification on open,
+`dfl chain verify`) is the same. Only BLADE-FL ever truncates, to switch to a longer fork.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeAlias
 
-from node.ledger.errors import RecordRejected
+from node.ledger.errors import RecordRejected, RejectReason
 from node.ledger.hashing import digest_message
-from node.ledger.validation import ValidationPolicy, decode, validate_final_block
+from node.ledger.validation import (
+    ValidationPolicy,
+    decode,
+    validate_final_block,
+    validate_pow_block,
+)
 from proto.dfl.v1 import records_pb2 as pb
 
 STORE_FILE = "chain.sqlite"
@@ -50,6 +60,77 @@ class AppendRejected(Exception):
     """A block does not extend the head; nothing was written."""
 
 
+AnyBlock: TypeAlias = pb.Block | pb.PowBlock
+
+
+@dataclass(frozen=True)
+class BlockLink:
+    """Where a block sits and what it chains from, in either format."""
+
+    height: int
+    previous: bytes
+    digest: bytes  # what the next block names as its previous
+
+
+class BlockFormat(Protocol):
+    message: type[AnyBlock]
+
+    def link(self, block: AnyBlock) -> BlockLink: ...
+
+    def verify(
+        self, block: AnyBlock, policy: ValidationPolicy, height: int, previous: bytes, owner: bytes
+    ) -> None: ...
+
+
+class DflBlocks:
+    """The node's own blocks, finalized by its neighbours' confirmations."""
+
+    message = pb.Block
+
+    def link(self, block: pb.Block) -> BlockLink:
+        return BlockLink(block.body.height, block.body.previous_digest, block.final_digest)
+
+    def verify(
+        self, block: pb.Block, policy: ValidationPolicy, height: int, previous: bytes, owner: bytes
+    ) -> None:
+        validate_final_block(block, policy, height=height, previous_digest=previous, owner=owner)
+
+
+class PowBlocks:
+    """Blocks mined by any client; the store's owner is only the client keeping the copy."""
+
+    message = pb.PowBlock
+
+    def link(self, block: pb.PowBlock) -> BlockLink:
+        return BlockLink(block.header.height, block.header.previous_hash, block.hash)
+
+    def verify(
+        self,
+        block: pb.PowBlock,
+        policy: ValidationPolicy,
+        height: int,
+        previous: bytes,
+        owner: bytes,
+    ) -> None:
+        validate_pow_block(block, policy, previous_hash=previous)
+        if block.header.height != height:
+            raise RecordRejected(
+                RejectReason.BAD_LINK, f"block says height {block.header.height}, expected {height}"
+            )
+
+
+FORMATS: dict[str, BlockFormat] = {"dfl": DflBlocks(), "blade-fl": PowBlocks()}
+
+
+def block_format(genesis: pb.Genesis) -> BlockFormat:
+    try:
+        return FORMATS[genesis.body.protocol]
+    except KeyError:
+        raise ChainCorrupted(
+            0, "malformed", f"the genesis names an unknown protocol {genesis.body.protocol!r}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class ChainSummary:
     height: int
@@ -72,6 +153,7 @@ class ChainStore:
         self.genesis = genesis
         self.owner = owner
         self.policy = ValidationPolicy.for_genesis(genesis, max_ttl=None)
+        self.format = block_format(genesis)
         row = self._db.execute(
             "SELECT height, final_digest FROM blocks ORDER BY height DESC LIMIT 1"
         ).fetchone()
@@ -133,25 +215,41 @@ class ChainStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def append(self, block: pb.Block) -> None:
-        """Adds a finalized block on top of the head, atomically."""
-        if block.body.height != self.height + 1 or block.body.previous_digest != self.head_digest:
+    def append(self, block: AnyBlock) -> None:
+        """Adds a finalized (DFL) or mined (BLADE-FL) block on top of the head, atomically."""
+        if not isinstance(block, self.format.message):
+            raise AppendRejected(f"this chain stores {self.format.message.DESCRIPTOR.name}s")
+        link = self.format.link(block)
+        if link.height != self.height + 1 or link.previous != self.head_digest:
             raise AppendRejected(
-                f"block {block.body.height} does not extend head {self.height}; nothing written"
+                f"block {link.height} does not extend head {self.height}; nothing written"
             )
-        if not block.final_digest:
+        if not link.digest:
             raise AppendRejected("only finalized blocks are stored")
-        height = block.body.height
         with _transaction(self._db):
             self._db.execute(
                 "INSERT INTO blocks (height, final_digest, data) VALUES (?, ?, ?)",
-                (height, block.final_digest, block.SerializeToString(deterministic=True)),
+                (link.height, link.digest, block.SerializeToString(deterministic=True)),
             )
             self._db.executemany(
                 "INSERT INTO transactions (digest, height) VALUES (?, ?)",
-                [(tx.digest, height) for tx in block.body.transactions],
+                [(tx.digest, link.height) for tx in _transactions(block)],
             )
-        self.height, self.head_digest = height, block.final_digest
+        self.height, self.head_digest = link.height, link.digest
+
+    def truncate(self, height: int) -> None:
+        """Drops every block above `height` (a switch to a longer fork), atomically."""
+        if not 0 <= height <= self.height:
+            raise AppendRejected(f"cannot truncate to {height}: the head is {self.height}")
+        head = self.genesis.digest
+        if height:
+            head = self._db.execute(
+                "SELECT final_digest FROM blocks WHERE height = ?", (height,)
+            ).fetchone()[0]
+        with _transaction(self._db):
+            self._db.execute("DELETE FROM transactions WHERE height > ?", (height,))
+            self._db.execute("DELETE FROM blocks WHERE height > ?", (height,))
+        self.height, self.head_digest = height, head
 
     def blocks(self, from_height: int = 1) -> Iterator[tuple[int, bytes, bytes]]:
         """(height, final_digest column, raw block bytes) in height order."""
@@ -160,11 +258,11 @@ class ChainStore:
             (from_height,),
         )
 
-    def block(self, height: int) -> pb.Block:
+    def block(self, height: int) -> AnyBlock:
         row = self._db.execute("SELECT data FROM blocks WHERE height = ?", (height,)).fetchone()
         if row is None:
             raise KeyError(f"no block at height {height}")
-        return decode(pb.Block, row[0])
+        return decode(self.format.message, row[0])
 
     def height_of_transaction(self, digest: bytes) -> int | None:
         row = self._db.execute(
@@ -183,24 +281,29 @@ class ChainStore:
             if height != expected:
                 raise ChainCorrupted(expected, "bad_link", f"height {expected} is missing")
             try:
-                block = decode(pb.Block, data)
-                validate_final_block(
-                    block, self.policy, height=height, previous_digest=previous, owner=self.owner
-                )
+                block = decode(self.format.message, data)
+                self.format.verify(block, self.policy, height, previous, self.owner)
             except RecordRejected as error:
                 raise ChainCorrupted(height, error.reason.label, error.detail) from None
-            if block.final_digest != final_digest:
+            link = self.format.link(block)
+            if link.digest != final_digest:
                 raise ChainCorrupted(height, "digest_mismatch", "final digest column differs")
-            if index.pop(height, set()) != {tx.digest for tx in block.body.transactions}:
+            contents = _transactions(block)
+            if index.pop(height, set()) != {tx.digest for tx in contents}:
                 raise ChainCorrupted(height, "index_mismatch", "transaction index differs")
-            transactions += len(block.body.transactions)
-            receipts += sum(len(tx.receipts) for tx in block.body.transactions)
-            confirmations += len(block.finalization.confirmations)
-            previous, expected = block.final_digest, height + 1
+            transactions += len(contents)
+            receipts += sum(len(tx.receipts) for tx in contents)
+            if isinstance(block, pb.Block):
+                confirmations += len(block.finalization.confirmations)
+            previous, expected = link.digest, height + 1
         if index:
             stray = min(index)
             raise ChainCorrupted(stray, "index_mismatch", "transactions indexed without a block")
         return ChainSummary(expected - 1, previous, transactions, receipts, confirmations)
+
+
+def _transactions(block: AnyBlock) -> Sequence[pb.Transaction]:
+    return block.body.transactions if isinstance(block, pb.Block) else block.transactions
 
 
 class _transaction:

@@ -19,6 +19,7 @@ from google.protobuf.message import DecodeError, Message
 from node.ledger.errors import RecordRejected, RejectReason
 from node.ledger.hashing import DIGEST_SIZE, address_of, digest_message, model_digest
 from node.ledger.keys import verify_signature
+from node.ledger.pow import difficulty_of, header_hash, meets_target, models_digest, target_for
 from node.ledger.records import MODEL_ENCODING, confirmed_fraction, parameter_count
 from proto.dfl.v1 import records_pb2 as pb
 
@@ -40,10 +41,15 @@ class ValidationPolicy:
     max_ttl: int | None = 8
     max_clock_skew_ms: int = 5_000
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    pow_target: bytes | None = None  # BLADE-FL: what a block hash must stay below
 
     @classmethod
     def for_genesis(cls, genesis: pb.Genesis, **overrides: object) -> ValidationPolicy:
-        return cls(genesis.digest, parameter_count(genesis), **overrides)  # type: ignore[arg-type]
+        difficulty = difficulty_of(genesis)
+        target = None if difficulty is None else target_for(difficulty)
+        return cls(  # type: ignore[arg-type]
+            genesis.digest, parameter_count(genesis), pow_target=target, **overrides
+        )
 
     @property
     def model_bytes(self) -> int:
@@ -104,6 +110,32 @@ def check_model_bytes(weights: bytes, policy: ValidationPolicy) -> None:
         raise _reject(RejectReason.NON_FINITE_WEIGHTS, "model holds NaN or infinite weights")
 
 
+def _check_model_record(
+    tx: pb.Transaction, policy: ValidationPolicy, weights: Weights, trusted: Collection[bytes]
+) -> None:
+    """What DFL transactions and BLADE-FL pool models share: signer, genesis, model ref, weights."""
+    body = tx.body
+    if not tx.HasField("body") or not body.HasField("generator") or not body.HasField("model"):
+        raise _reject(RejectReason.MALFORMED, "transaction lacks body, generator or model ref")
+    check_signed(tx, body.generator, "transaction", trusted)
+    if body.genesis_digest != policy.genesis_digest:
+        raise _reject(RejectReason.GENESIS_MISMATCH, "transaction is for another genesis")
+    ref = body.model
+    if ref.encoding != MODEL_ENCODING or ref.size_bytes != policy.model_bytes:
+        raise _reject(
+            RejectReason.MODEL_SHAPE_MISMATCH,
+            f"model ref says {ref.size_bytes} bytes of {ref.encoding!r}, "
+            f"the genesis model is {policy.model_bytes} bytes of {MODEL_ENCODING!r}",
+        )
+    model = tx.model  # read once: every read of a bytes field copies it (1.7 MB for LeNet)
+    if weights == "absent" and model:
+        raise _reject(RejectReason.MALFORMED, "a block stores transactions without weights")
+    if weights == "required" or model:
+        if model_digest(model) != ref.digest:
+            raise _reject(RejectReason.DIGEST_MISMATCH, "weights do not hash to the signed digest")
+        check_model_bytes(model, policy)
+
+
 def validate_transaction(
     tx: pb.Transaction,
     policy: ValidationPolicy,
@@ -117,12 +149,8 @@ def validate_transaction(
     `now_ms` None skips the time window: a stored block's transactions expired long ago.
     `trusted` digests (of the transaction or its receipts) skip their signature check.
     """
+    _check_model_record(tx, policy, weights, trusted)
     body = tx.body
-    if not tx.HasField("body") or not body.HasField("generator") or not body.HasField("model"):
-        raise _reject(RejectReason.MALFORMED, "transaction lacks body, generator or model ref")
-    check_signed(tx, body.generator, "transaction", trusted)
-    if body.genesis_digest != policy.genesis_digest:
-        raise _reject(RejectReason.GENESIS_MISMATCH, "transaction is for another genesis")
     if body.ttl < 1:
         raise _reject(RejectReason.TTL_MISMATCH, "transaction ttl must be at least 1")
     if policy.max_ttl is not None and body.ttl > policy.max_ttl:
@@ -140,20 +168,6 @@ def validate_transaction(
             )
         if body.expire_time_ms <= now_ms:
             raise _reject(RejectReason.EXPIRED, f"expired {now_ms - body.expire_time_ms} ms ago")
-    ref = body.model
-    if ref.encoding != MODEL_ENCODING or ref.size_bytes != policy.model_bytes:
-        raise _reject(
-            RejectReason.MODEL_SHAPE_MISMATCH,
-            f"model ref says {ref.size_bytes} bytes of {ref.encoding!r}, "
-            f"the genesis model is {policy.model_bytes} bytes of {MODEL_ENCODING!r}",
-        )
-    model = tx.model  # read once: every read of a bytes field copies it (1.7 MB for LeNet)
-    if weights == "absent" and model:
-        raise _reject(RejectReason.MALFORMED, "a block stores transactions without weights")
-    if weights == "required" or model:
-        if model_digest(model) != ref.digest:
-            raise _reject(RejectReason.DIGEST_MISMATCH, "weights do not hash to the signed digest")
-        check_model_bytes(model, policy)
     validate_receipts(tx, path_ordered=weights != "absent", trusted=trusted)
 
 
@@ -291,3 +305,85 @@ def validate_final_block(
             RejectReason.BELOW_QUORUM,
             f"{fraction:.2f} of receipts confirmed, quorum {final.quorum:.2f}",
         )
+
+
+# --- BLADE-FL -----------------------------------------------------------------------------------
+
+
+def validate_pool_model(
+    tx: pb.Transaction,
+    policy: ValidationPolicy,
+    *,
+    weights: Weights = "required",
+    trusted: Collection[bytes] = (),
+) -> None:
+    """A client's model for one round: signed by its client, never forwarded, no receipts."""
+    _check_model_record(tx, policy, weights, trusted)
+    if tx.body.round < 1:
+        raise _reject(RejectReason.WRONG_ROUND, "a pool model names its round (1 or more)")
+    if tx.body.ttl != 0 or tx.receipts:
+        raise _reject(RejectReason.MALFORMED, "a pool model has ttl 0 and no receipts")
+
+
+def validate_pow_block(
+    block: pb.PowBlock,
+    policy: ValidationPolicy,
+    *,
+    previous_hash: bytes | None,
+    pool: Collection[bytes] | None = None,
+) -> None:
+    """A mined block: work, miner signature, link, and models (each once, of the block's round).
+
+    `previous_hash` None skips the link (the caller has no block below it yet). With `pool` (the
+    digests of the models this client saw signed in the round) every model must come from it,
+    and their signatures are not checked again; without it (a stored chain, a client catching
+    up) each model's signature is checked.
+    """
+    if policy.pow_target is None:
+        raise _reject(RejectReason.GENESIS_MISMATCH, "the genesis sets no proof-of-work target")
+    if not block.HasField("header") or not block.HasField("miner"):
+        raise _reject(RejectReason.MALFORMED, "block lacks header or miner")
+    header = block.header
+    if header.height < 1:
+        raise _reject(RejectReason.BAD_LINK, "only the genesis block has height 0")
+    if header_hash(header) != block.hash:
+        raise _reject(RejectReason.DIGEST_MISMATCH, "header does not hash to the block hash")
+    if not meets_target(block.hash, policy.pow_target):
+        raise _reject(RejectReason.INSUFFICIENT_WORK, "block hash is above the target")
+    if address_of(block.miner.public_key) != block.miner.address:
+        raise _reject(RejectReason.ADDRESS_MISMATCH, "miner address is not hash(key)")
+    if header.miner != block.miner.address:
+        raise _reject(RejectReason.WRONG_CREATOR, "header names another miner")
+    if not verify_signature(block.miner.public_key, block.hash, block.signature):
+        raise _reject(RejectReason.BAD_SIGNATURE, "miner signature does not verify")
+    if previous_hash is not None and header.previous_hash != previous_hash:
+        raise _reject(RejectReason.BAD_LINK, "previous hash does not match the chain")
+    if models_digest(tx.digest for tx in block.transactions) != header.models_digest:
+        raise _reject(RejectReason.DIGEST_MISMATCH, "models do not match the header")
+    generators: list[bytes] = []
+    for tx in block.transactions:
+        if tx.body.round != header.height:
+            raise _reject(
+                RejectReason.WRONG_ROUND,
+                f"block {header.height} holds a model of round {tx.body.round}",
+            )
+        if pool is not None:
+            if tx.digest not in pool:
+                raise _reject(RejectReason.UNKNOWN_MODEL, "block holds a model not from the pool")
+            if digest_message(tx.body) != tx.digest:
+                raise _reject(RejectReason.DIGEST_MISMATCH, "model body does not hash to digest")
+        else:
+            validate_pool_model(tx, policy, weights="absent")
+        generators.append(tx.body.generator.address)
+    if generators != sorted(set(generators)):
+        raise _reject(RejectReason.DUPLICATE, "models must be one per client, by address")
+
+
+def validate_vote(vote: pb.BlockVote, policy: ValidationPolicy) -> None:
+    if not vote.HasField("body") or not vote.body.HasField("voter"):
+        raise _reject(RejectReason.MALFORMED, "vote lacks body or voter")
+    check_signed(vote, vote.body.voter, "vote")
+    if vote.body.genesis_digest != policy.genesis_digest:
+        raise _reject(RejectReason.GENESIS_MISMATCH, "vote is for another genesis")
+    if vote.body.height < 1 or len(vote.body.block_hash) != DIGEST_SIZE:
+        raise _reject(RejectReason.MALFORMED, "vote names no block")

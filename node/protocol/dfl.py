@@ -32,7 +32,6 @@ Anything received that fails validation raises RecordRejected before any state c
 from __future__ import annotations
 
 import copy
-import enum
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
@@ -47,6 +46,15 @@ from node.ledger.validation import (
     validate_confirmation,
     validate_draft_block,
     validate_transaction,
+)
+from node.protocol.common import (
+    MessageKind,
+    PeersChanged,
+    SamplesCollected,
+    Send,
+    Tick,
+    TransactionReceived,
+    to_ms,
 )
 from node.protocol.memory import ExpiringMemory
 from proto.dfl.v1 import records_pb2 as pb
@@ -97,21 +105,10 @@ class DflConfig:
 
 
 @dataclass(frozen=True)
-class SamplesCollected:
-    count: int
-
-
-@dataclass(frozen=True)
 class TrainingDone:
     """The host finished a Train action; `model` is the raw f32le weights to send."""
 
     model: bytes
-
-
-@dataclass(frozen=True)
-class TransactionReceived:
-    payload: bytes
-    sender: str
 
 
 @dataclass(frozen=True)
@@ -139,16 +136,6 @@ class ConfirmationsReceived:
     sender: str
 
 
-@dataclass(frozen=True)
-class PeersChanged:
-    peers: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Tick:
-    pass
-
-
 Event = (
     SamplesCollected
     | TrainingDone
@@ -165,24 +152,11 @@ Event = (
 # --- actions (what the engine asks the host to do) ---------------------------------------------
 
 
-class MessageKind(enum.Enum):
-    TRANSACTION = "transaction"
-    DRAFT_BLOCK = "draft_block"
-    CONFIRMATIONS = "confirmations"
-
-
 @dataclass(frozen=True)
 class Train:
     """Run one training step on `batch_size` collected samples, then report TrainingDone."""
 
     batch_size: int
-
-
-@dataclass(frozen=True)
-class Send:
-    to: tuple[str, ...]
-    kind: MessageKind
-    payload: bytes
 
 
 @dataclass(frozen=True)
@@ -255,10 +229,6 @@ class DflState:
     buffer: list[BufferedModel] = field(default_factory=list)
     draft: DraftInProgress | None = None
     counters: Counter[str] = field(default_factory=Counter)
-
-
-def to_ms(now: float) -> int:
-    return round(now * 1000)
 
 
 class DflEngine:

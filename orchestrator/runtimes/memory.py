@@ -1,9 +1,13 @@
-"""DFL engines wired together in one process: virtual time, in-memory transport, real ledger.
+"""Protocol engines wired together in one process: virtual time, in-memory transport, real ledger.
 
-This is the seam the simulator builds on and what the engine's integration tests drive: messages
-are real serialized records, blocks go to real chain stores, and the only thing a host supplies
-is the ML (a ModelHost). Events are processed in (time, order of scheduling) order, so a run is
-reproducible.
+This is the seam the simulator builds on and what the engines' tests drive: messages are real
+serialized records, blocks go to real chain stores, and the only thing a host supplies is the ML
+(a ModelHost for DFL, a RoundHost for BLADE-FL). Events are processed in (time, order of
+scheduling) order, so a run is reproducible.
+
+BLADE-FL's mining runs for real (the same `mine` as a node, at whatever difficulty the genesis
+sets) and takes virtual time in proportion to the hashes it needed, at `hash_rate` per second, so
+miners race as they would: the one that needed fewer hashes finds its block first.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from node.ledger.errors import RecordRejected
+from node.ledger.pow import MAX_NONCE, mine
 from node.ledger.store import ChainStore
+from node.protocol import blade
 from node.protocol.dfl import (
     Action,
     Aggregate,
@@ -42,6 +48,8 @@ _RECEIVED = {
     MessageKind.TRANSACTION: TransactionReceived,
     MessageKind.DRAFT_BLOCK: DraftBlockReceived,
     MessageKind.CONFIRMATIONS: ConfirmationsReceived,
+    MessageKind.POW_BLOCK: blade.PowBlockReceived,
+    MessageKind.BLOCK_VOTE: blade.VoteReceived,
 }
 
 
@@ -55,11 +63,21 @@ class ModelHost(Protocol):
     def aggregate(self, models: Sequence[BufferedModel]) -> None: ...
 
 
+class RoundHost(Protocol):
+    """The ML a BLADE-FL client's engine asks for."""
+
+    def train_local(self, round: int, iterations: int) -> bytes: ...
+
+    def plagiarize(self, round: int, models: Sequence[bytes]) -> bytes: ...
+
+    def aggregate_round(self, round: int, models: Sequence[blade.PoolModel]) -> None: ...
+
+
 @dataclass
 class MemoryNode:
     name: str
-    engine: DflEngine
-    host: ModelHost
+    engine: DflEngine | blade.BladeEngine
+    host: ModelHost | RoundHost
     store: ChainStore | None = None
     rejections: Counter[str] = field(default_factory=Counter)
     bytes_sent: int = 0
@@ -69,10 +87,13 @@ class MemoryNode:
 class MemoryNetwork:
     """Nodes by name, a queue of timed events, and a transport with a fixed latency."""
 
-    def __init__(self, *, latency: float = 0.01, tick_interval: float = 1.0) -> None:
+    def __init__(
+        self, *, latency: float = 0.01, tick_interval: float = 1.0, hash_rate: float = 1e4
+    ) -> None:
         self.nodes: dict[str, MemoryNode] = {}
         self.latency = latency
         self.tick_interval = tick_interval
+        self.hash_rate = hash_rate
         self.now = 0.0
         self.cut: set[tuple[str, str]] = set()  # (sender, receiver) links that drop everything
         self._next_tick = tick_interval
@@ -135,9 +156,46 @@ class MemoryNetwork:
                     self.schedule(self.now + self.latency, peer, event)
             case Aggregate(models):
                 node.host.aggregate(models)
-            case PersistBlock(block):
+            case PersistBlock(block) | blade.PersistPowBlock(block):
                 if node.store is not None:
                     node.store.append(block)
+            case _:
+                self._carry_out_round_action(node, action)
+
+    def _carry_out_round_action(self, node: MemoryNode, action: blade.Action) -> None:
+        host = node.host
+        match action:
+            case blade.TrainLocal(round, iterations):
+                trained = host.train_local(round, iterations)
+                self._handle(node, blade.LocalModelReady(round, trained))
+            case blade.Plagiarize(round, models):
+                copied = host.plagiarize(round, models)
+                self._handle(node, blade.LocalModelReady(round, copied))
+            case blade.Mine(height, prefix, target):
+                result = mine(prefix, target, 0, MAX_NONCE)
+                done = self.now + result.attempts / self.hash_rate
+                self.schedule(done, node.name, blade.BlockMined(height, result.nonce or 0))
+            case blade.StopMining():
+                pass  # the BlockMined already scheduled arrives late and is ignored
+            case blade.AggregateRound(round, models):
+                host.aggregate_round(round, models)
+            case blade.TruncateChain(height):
+                if node.store is not None:
+                    node.store.truncate(height)
+            case blade.FetchChain(peer):
+                self.schedule(self.now + self.latency, node.name, self._fetch(node.name, peer))
+
+    def _fetch(self, name: str, peer: str) -> blade.ChainFetched | blade.FetchFailed:
+        """What a peer's StreamChain and GetRoundModels would answer."""
+        other = self.nodes[peer]
+        if (name, peer) in self.cut or (peer, name) in self.cut or other.store is None:
+            return blade.FetchFailed(peer)
+        assert isinstance(other.engine, blade.BladeEngine)
+        blocks = tuple(data for _, _, data in other.store.blocks())
+        models = other.engine.round_models(other.store.height)
+        return blade.ChainFetched(
+            peer, blocks, tuple(tx.SerializeToString(deterministic=True) for tx in models)
+        )
 
 
 def inject_steadily(

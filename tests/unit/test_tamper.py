@@ -206,8 +206,8 @@ def test_untouched_records_validate(kind: Kind) -> None:
 def test_every_signed_field_is_enumerated() -> None:
     counts = {kind.record: sum(1 for c in CASES if c[0] is kind) for kind in KINDS}
     # receipt: creator (2), create_time, received_at_ttl, accuracy, transaction_digest;
-    # confirmation: creator (2) and three digests; tx: 9 body fields + one receipt's 6.
-    assert counts["receipt"] == 6 and counts["confirmation"] == 5 and counts["tx"] == 15
+    # confirmation: creator (2) and three digests; tx: 10 body fields + one receipt's 6.
+    assert counts["receipt"] == 6 and counts["confirmation"] == 5 and counts["tx"] == 16
     assert counts["final"] > counts["draft"] > counts["tx"]
 
 

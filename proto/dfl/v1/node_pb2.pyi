@@ -75,6 +75,12 @@ class ChainRequest(_message.Message):
     from_height: int
     def __init__(self, from_height: _Optional[int] = ...) -> None: ...
 
+class RoundRequest(_message.Message):
+    __slots__ = ("round",)
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    round: int
+    def __init__(self, round: _Optional[int] = ...) -> None: ...
+
 class PeerRequest(_message.Message):
     __slots__ = ("peer",)
     PEER_FIELD_NUMBER: _ClassVar[int]

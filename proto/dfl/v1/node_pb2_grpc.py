@@ -55,6 +55,21 @@ class NodeStub:
                 request_serializer=proto_dot_dfl_dot_v1_dot_records__pb2.ConfirmationBatch.SerializeToString,
                 response_deserializer=proto_dot_dfl_dot_v1_dot_node__pb2.Ack.FromString,
                 _registered_method=True)
+        self.SubmitPowBlock = channel.unary_unary(
+                '/dfl.v1.Node/SubmitPowBlock',
+                request_serializer=proto_dot_dfl_dot_v1_dot_records__pb2.PowBlock.SerializeToString,
+                response_deserializer=proto_dot_dfl_dot_v1_dot_node__pb2.Ack.FromString,
+                _registered_method=True)
+        self.SubmitBlockVote = channel.unary_unary(
+                '/dfl.v1.Node/SubmitBlockVote',
+                request_serializer=proto_dot_dfl_dot_v1_dot_records__pb2.BlockVote.SerializeToString,
+                response_deserializer=proto_dot_dfl_dot_v1_dot_node__pb2.Ack.FromString,
+                _registered_method=True)
+        self.GetRoundModels = channel.unary_unary(
+                '/dfl.v1.Node/GetRoundModels',
+                request_serializer=proto_dot_dfl_dot_v1_dot_node__pb2.RoundRequest.SerializeToString,
+                response_deserializer=proto_dot_dfl_dot_v1_dot_records__pb2.TransactionBatch.FromString,
+                _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/dfl.v1.Node/GetStatus',
                 request_serializer=proto_dot_dfl_dot_v1_dot_node__pb2.StatusRequest.SerializeToString,
@@ -110,6 +125,25 @@ class NodeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitConfirmations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitPowBlock(self, request, context):
+        """BLADE-FL: a mined block, a client's vote for one, and a round's pool (for a client catching up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitBlockVote(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRoundModels(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -173,6 +207,21 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.SubmitConfirmations,
                     request_deserializer=proto_dot_dfl_dot_v1_dot_records__pb2.ConfirmationBatch.FromString,
                     response_serializer=proto_dot_dfl_dot_v1_dot_node__pb2.Ack.SerializeToString,
+            ),
+            'SubmitPowBlock': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitPowBlock,
+                    request_deserializer=proto_dot_dfl_dot_v1_dot_records__pb2.PowBlock.FromString,
+                    response_serializer=proto_dot_dfl_dot_v1_dot_node__pb2.Ack.SerializeToString,
+            ),
+            'SubmitBlockVote': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitBlockVote,
+                    request_deserializer=proto_dot_dfl_dot_v1_dot_records__pb2.BlockVote.FromString,
+                    response_serializer=proto_dot_dfl_dot_v1_dot_node__pb2.Ack.SerializeToString,
+            ),
+            'GetRoundModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRoundModels,
+                    request_deserializer=proto_dot_dfl_dot_v1_dot_node__pb2.RoundRequest.FromString,
+                    response_serializer=proto_dot_dfl_dot_v1_dot_records__pb2.TransactionBatch.SerializeToString,
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
@@ -313,6 +362,87 @@ class Node:
             '/dfl.v1.Node/SubmitConfirmations',
             proto_dot_dfl_dot_v1_dot_records__pb2.ConfirmationBatch.SerializeToString,
             proto_dot_dfl_dot_v1_dot_node__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitPowBlock(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dfl.v1.Node/SubmitPowBlock',
+            proto_dot_dfl_dot_v1_dot_records__pb2.PowBlock.SerializeToString,
+            proto_dot_dfl_dot_v1_dot_node__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitBlockVote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dfl.v1.Node/SubmitBlockVote',
+            proto_dot_dfl_dot_v1_dot_records__pb2.BlockVote.SerializeToString,
+            proto_dot_dfl_dot_v1_dot_node__pb2.Ack.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRoundModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dfl.v1.Node/GetRoundModels',
+            proto_dot_dfl_dot_v1_dot_node__pb2.RoundRequest.SerializeToString,
+            proto_dot_dfl_dot_v1_dot_records__pb2.TransactionBatch.FromString,
             options,
             channel_credentials,
             insecure,

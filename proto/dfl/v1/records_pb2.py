@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/dfl/v1/records.proto\x12\x06\x64\x66l.v1\"/\n\x08NodeInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"@\n\x08ModelRef\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x10\n\x08\x65ncoding\x18\x03 \x01(\t\"\xac\x01\n\x0fTransactionBody\x12#\n\tgenerator\x18\x01 \x01(\x0b\x32\x10.dfl.v1.NodeInfo\x12\x16\n\x0e\x63reate_time_ms\x18\x02 \x01(\x03\x12\x16\n\x0e\x65xpire_time_ms\x18\x03 \x01(\x03\x12\x0b\n\x03ttl\x18\x04 \x01(\r\x12\x16\n\x0egenesis_digest\x18\x05 \x01(\x0c\x12\x1f\n\x05model\x18\x06 \x01(\x0b\x32\x10.dfl.v1.ModelRef\"\x89\x01\n\x0bTransaction\x12%\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x17.dfl.v1.TransactionBody\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\r\n\x05model\x18\x04 \x01(\x0c\x12!\n\x08receipts\x18\x05 \x03(\x0b\x32\x0f.dfl.v1.Receipt\"\x8f\x01\n\x0bReceiptBody\x12!\n\x07\x63reator\x18\x01 \x01(\x0b\x32\x10.dfl.v1.NodeInfo\x12\x16\n\x0e\x63reate_time_ms\x18\x02 \x01(\x03\x12\x17\n\x0freceived_at_ttl\x18\x03 \x01(\r\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\x12\x1a\n\x12transaction_digest\x18\x05 \x01(\x0c\"O\n\x07Receipt\x12!\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x13.dfl.v1.ReceiptBody\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x84\x01\n\x15\x42lockConfirmationBody\x12!\n\x07\x63reator\x18\x01 \x01(\x0b\x32\x10.dfl.v1.NodeInfo\x12\x1a\n\x12transaction_digest\x18\x02 \x01(\x0c\x12\x16\n\x0ereceipt_digest\x18\x03 \x01(\x0c\x12\x14\n\x0c\x62lock_digest\x18\x04 \x01(\x0c\"c\n\x11\x42lockConfirmation\x12+\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x1d.dfl.v1.BlockConfirmationBody\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xab\x01\n\tBlockBody\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\x17\n\x0fprevious_digest\x18\x02 \x01(\x0c\x12\x16\n\x0egenesis_digest\x18\x03 \x01(\x0c\x12!\n\x07\x63reator\x18\x04 \x01(\x0b\x32\x10.dfl.v1.NodeInfo\x12\x0f\n\x07time_ms\x18\x05 \x01(\x03\x12)\n\x0ctransactions\x18\x06 \x03(\x0b\x32\x13.dfl.v1.Transaction\"\x99\x01\n\x11\x42lockFinalization\x12\x14\n\x0c\x62lock_digest\x18\x01 \x01(\x0c\x12\x30\n\rconfirmations\x18\x02 \x03(\x0b\x32\x19.dfl.v1.BlockConfirmation\x12\x19\n\x11\x66inalized_time_ms\x18\x03 \x01(\x03\x12\x0e\n\x06quorum\x18\x04 \x01(\x01\x12\x11\n\ttimed_out\x18\x05 \x01(\x08\"\xab\x01\n\x05\x42lock\x12\x1f\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x11.dfl.v1.BlockBody\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12/\n\x0c\x66inalization\x18\x04 \x01(\x0b\x32\x19.dfl.v1.BlockFinalization\x12\x14\n\x0c\x66inal_digest\x18\x05 \x01(\x0c\x12\x17\n\x0f\x66inal_signature\x18\x06 \x01(\x0c\"E\n\x11\x43onfirmationBatch\x12\x30\n\rconfirmations\x18\x01 \x03(\x0b\x32\x19.dfl.v1.BlockConfirmation\")\n\nLayerShape\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\r\"-\n\x0eHyperparameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x9e\x01\n\x0bGenesisBody\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x1a\n\x12model_architecture\x18\x02 \x01(\t\x12\"\n\x06layers\x18\x03 \x03(\x0b\x32\x12.dfl.v1.LayerShape\x12/\n\x0fhyperparameters\x18\x04 \x03(\x0b\x32\x16.dfl.v1.Hyperparameter\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"<\n\x07Genesis\x12!\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x13.dfl.v1.GenesisBody\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/dfl/v1/records.proto\x12\x06\x64\x66l.v1\"/\n\x08NodeInfo\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"@\n\x08ModelRef\x12\x0e\n\x06\x64igest\x18\x01 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x10\n\x08\x65ncoding\x18\x03 \x01(\t\"\xbb\x01\n\x0fTransactionBody\x12#\n\tgenerator\x18\x01 \x01(\x0b\x32\x10.dfl.v1.NodeInfo\x12\x16\n\x0e\x63reate_time_ms\x18\x02 \x01(\x03\x12\x16\n\x0e\x65xpire_time_ms\x18\x03 \x01(\x03\x12\x0b\n\x03ttl\x18\x04 \x01(\r\x12\x16\n\x0egenesis_digest\x18\x05 \x01(\x0c\x12\x1f\n\x05model\x18\x06 \x01(\x0b\x32\x10.dfl.v1.ModelRef\x12\r\n\x05round\x18\x07 \x01(\x04\"\x89\x01\n\x0bTransaction\x12%\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x17.dfl.v1.TransactionBody\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12\r\n\x05model\x18\x04 \x01(\x0c\x12!\n\x08receipts\x18\x05 \x03(\x0b\x32\x0f.dfl.v1.Receipt\"\x8f\x01\n\x0bReceiptBody\x12!\n\x07\x63reator\x18\x01 \x01(\x0b\x32\x10.dfl.v1.NodeInfo\x12\x16\n\x0e\x63reate_time_ms\x18\x02 \x01(\x03\x12\x17\n\x0freceived_at_ttl\x18\x03 \x01(\r\x12\x10\n\x08\x61\x63\x63uracy\x18\x04 \x01(\x01\x12\x1a\n\x12transaction_digest\x18\x05 \x01(\x0c\"O\n\x07Receipt\x12!\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x13.dfl.v1.ReceiptBody\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x84\x01\n\x15\x42lockConfirmationBody\x12!\n\x07\x63reator\x18\x01 \x01(\x0b\x32\x10.dfl.v1.NodeInfo\x12\x1a\n\x12transaction_digest\x18\x02 \x01(\x0c\x12\x16\n\x0ereceipt_digest\x18\x03 \x01(\x0c\x12\x14\n\x0c\x62lock_digest\x18\x04 \x01(\x0c\"c\n\x11\x42lockConfirmation\x12+\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x1d.dfl.v1.BlockConfirmationBody\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\xab\x01\n\tBlockBody\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\x17\n\x0fprevious_digest\x18\x02 \x01(\x0c\x12\x16\n\x0egenesis_digest\x18\x03 \x01(\x0c\x12!\n\x07\x63reator\x18\x04 \x01(\x0b\x32\x10.dfl.v1.NodeInfo\x12\x0f\n\x07time_ms\x18\x05 \x01(\x03\x12)\n\x0ctransactions\x18\x06 \x03(\x0b\x32\x13.dfl.v1.Transaction\"\x99\x01\n\x11\x42lockFinalization\x12\x14\n\x0c\x62lock_digest\x18\x01 \x01(\x0c\x12\x30\n\rconfirmations\x18\x02 \x03(\x0b\x32\x19.dfl.v1.BlockConfirmation\x12\x19\n\x11\x66inalized_time_ms\x18\x03 \x01(\x03\x12\x0e\n\x06quorum\x18\x04 \x01(\x01\x12\x11\n\ttimed_out\x18\x05 \x01(\x08\"\xab\x01\n\x05\x42lock\x12\x1f\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x11.dfl.v1.BlockBody\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\x12/\n\x0c\x66inalization\x18\x04 \x01(\x0b\x32\x19.dfl.v1.BlockFinalization\x12\x14\n\x0c\x66inal_digest\x18\x05 \x01(\x0c\x12\x17\n\x0f\x66inal_signature\x18\x06 \x01(\x0c\"E\n\x11\x43onfirmationBatch\x12\x30\n\rconfirmations\x18\x01 \x03(\x0b\x32\x19.dfl.v1.BlockConfirmation\")\n\nLayerShape\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\r\"-\n\x0eHyperparameter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"\x9e\x01\n\x0bGenesisBody\x12\x10\n\x08protocol\x18\x01 \x01(\t\x12\x1a\n\x12model_architecture\x18\x02 \x01(\t\x12\"\n\x06layers\x18\x03 \x03(\x0b\x32\x12.dfl.v1.LayerShape\x12/\n\x0fhyperparameters\x18\x04 \x03(\x0b\x32\x16.dfl.v1.Hyperparameter\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"<\n\x07Genesis\x12!\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x13.dfl.v1.GenesisBody\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\"x\n\tPowHeader\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\x15\n\rprevious_hash\x18\x02 \x01(\x0c\x12\x15\n\rmodels_digest\x18\x03 \x01(\x0c\x12\r\n\x05miner\x18\x04 \x01(\x0c\x12\x0f\n\x07time_ms\x18\x05 \x01(\x03\x12\r\n\x05nonce\x18\x06 \x01(\x04\"\x9a\x01\n\x08PowBlock\x12!\n\x06header\x18\x01 \x01(\x0b\x32\x11.dfl.v1.PowHeader\x12\x1f\n\x05miner\x18\x02 \x01(\x0b\x32\x10.dfl.v1.NodeInfo\x12)\n\x0ctransactions\x18\x03 \x03(\x0b\x32\x13.dfl.v1.Transaction\x12\x0c\n\x04hash\x18\x04 \x01(\x0c\x12\x11\n\tsignature\x18\x05 \x01(\x0c\"l\n\rBlockVoteBody\x12\x1f\n\x05voter\x18\x01 \x01(\x0b\x32\x10.dfl.v1.NodeInfo\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x12\n\nblock_hash\x18\x03 \x01(\x0c\x12\x16\n\x0egenesis_digest\x18\x04 \x01(\x0c\"S\n\tBlockVote\x12#\n\x04\x62ody\x18\x01 \x01(\x0b\x32\x15.dfl.v1.BlockVoteBody\x12\x0e\n\x06\x64igest\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"=\n\x10TransactionBatch\x12)\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x13.dfl.v1.Transactionb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,31 +36,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELREF']._serialized_start=87
   _globals['_MODELREF']._serialized_end=151
   _globals['_TRANSACTIONBODY']._serialized_start=154
-  _globals['_TRANSACTIONBODY']._serialized_end=326
-  _globals['_TRANSACTION']._serialized_start=329
-  _globals['_TRANSACTION']._serialized_end=466
-  _globals['_RECEIPTBODY']._serialized_start=469
-  _globals['_RECEIPTBODY']._serialized_end=612
-  _globals['_RECEIPT']._serialized_start=614
-  _globals['_RECEIPT']._serialized_end=693
-  _globals['_BLOCKCONFIRMATIONBODY']._serialized_start=696
-  _globals['_BLOCKCONFIRMATIONBODY']._serialized_end=828
-  _globals['_BLOCKCONFIRMATION']._serialized_start=830
-  _globals['_BLOCKCONFIRMATION']._serialized_end=929
-  _globals['_BLOCKBODY']._serialized_start=932
-  _globals['_BLOCKBODY']._serialized_end=1103
-  _globals['_BLOCKFINALIZATION']._serialized_start=1106
-  _globals['_BLOCKFINALIZATION']._serialized_end=1259
-  _globals['_BLOCK']._serialized_start=1262
-  _globals['_BLOCK']._serialized_end=1433
-  _globals['_CONFIRMATIONBATCH']._serialized_start=1435
-  _globals['_CONFIRMATIONBATCH']._serialized_end=1504
-  _globals['_LAYERSHAPE']._serialized_start=1506
-  _globals['_LAYERSHAPE']._serialized_end=1547
-  _globals['_HYPERPARAMETER']._serialized_start=1549
-  _globals['_HYPERPARAMETER']._serialized_end=1594
-  _globals['_GENESISBODY']._serialized_start=1597
-  _globals['_GENESISBODY']._serialized_end=1755
-  _globals['_GENESIS']._serialized_start=1757
-  _globals['_GENESIS']._serialized_end=1817
+  _globals['_TRANSACTIONBODY']._serialized_end=341
+  _globals['_TRANSACTION']._serialized_start=344
+  _globals['_TRANSACTION']._serialized_end=481
+  _globals['_RECEIPTBODY']._serialized_start=484
+  _globals['_RECEIPTBODY']._serialized_end=627
+  _globals['_RECEIPT']._serialized_start=629
+  _globals['_RECEIPT']._serialized_end=708
+  _globals['_BLOCKCONFIRMATIONBODY']._serialized_start=711
+  _globals['_BLOCKCONFIRMATIONBODY']._serialized_end=843
+  _globals['_BLOCKCONFIRMATION']._serialized_start=845
+  _globals['_BLOCKCONFIRMATION']._serialized_end=944
+  _globals['_BLOCKBODY']._serialized_start=947
+  _globals['_BLOCKBODY']._serialized_end=1118
+  _globals['_BLOCKFINALIZATION']._serialized_start=1121
+  _globals['_BLOCKFINALIZATION']._serialized_end=1274
+  _globals['_BLOCK']._serialized_start=1277
+  _globals['_BLOCK']._serialized_end=1448
+  _globals['_CONFIRMATIONBATCH']._serialized_start=1450
+  _globals['_CONFIRMATIONBATCH']._serialized_end=1519
+  _globals['_LAYERSHAPE']._serialized_start=1521
+  _globals['_LAYERSHAPE']._serialized_end=1562
+  _globals['_HYPERPARAMETER']._serialized_start=1564
+  _globals['_HYPERPARAMETER']._serialized_end=1609
+  _globals['_GENESISBODY']._serialized_start=1612
+  _globals['_GENESISBODY']._serialized_end=1770
+  _globals['_GENESIS']._serialized_start=1772
+  _globals['_GENESIS']._serialized_end=1832
+  _globals['_POWHEADER']._serialized_start=1834
+  _globals['_POWHEADER']._serialized_end=1954
+  _globals['_POWBLOCK']._serialized_start=1957
+  _globals['_POWBLOCK']._serialized_end=2111
+  _globals['_BLOCKVOTEBODY']._serialized_start=2113
+  _globals['_BLOCKVOTEBODY']._serialized_end=2221
+  _globals['_BLOCKVOTE']._serialized_start=2223
+  _globals['_BLOCKVOTE']._serialized_end=2306
+  _globals['_TRANSACTIONBATCH']._serialized_start=2308
+  _globals['_TRANSACTIONBATCH']._serialized_end=2369
 # @@protoc_insertion_point(module_scope)

@@ -25,20 +25,22 @@ class ModelRef(_message.Message):
     def __init__(self, digest: _Optional[bytes] = ..., size_bytes: _Optional[int] = ..., encoding: _Optional[str] = ...) -> None: ...
 
 class TransactionBody(_message.Message):
-    __slots__ = ("generator", "create_time_ms", "expire_time_ms", "ttl", "genesis_digest", "model")
+    __slots__ = ("generator", "create_time_ms", "expire_time_ms", "ttl", "genesis_digest", "model", "round")
     GENERATOR_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_MS_FIELD_NUMBER: _ClassVar[int]
     TTL_FIELD_NUMBER: _ClassVar[int]
     GENESIS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
     generator: NodeInfo
     create_time_ms: int
     expire_time_ms: int
     ttl: int
     genesis_digest: bytes
     model: ModelRef
-    def __init__(self, generator: _Optional[_Union[NodeInfo, _Mapping]] = ..., create_time_ms: _Optional[int] = ..., expire_time_ms: _Optional[int] = ..., ttl: _Optional[int] = ..., genesis_digest: _Optional[bytes] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
+    round: int
+    def __init__(self, generator: _Optional[_Union[NodeInfo, _Mapping]] = ..., create_time_ms: _Optional[int] = ..., expire_time_ms: _Optional[int] = ..., ttl: _Optional[int] = ..., genesis_digest: _Optional[bytes] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., round: _Optional[int] = ...) -> None: ...
 
 class Transaction(_message.Message):
     __slots__ = ("body", "digest", "signature", "model", "receipts")
@@ -189,3 +191,61 @@ class Genesis(_message.Message):
     body: GenesisBody
     digest: bytes
     def __init__(self, body: _Optional[_Union[GenesisBody, _Mapping]] = ..., digest: _Optional[bytes] = ...) -> None: ...
+
+class PowHeader(_message.Message):
+    __slots__ = ("height", "previous_hash", "models_digest", "miner", "time_ms", "nonce")
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_HASH_FIELD_NUMBER: _ClassVar[int]
+    MODELS_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    MINER_FIELD_NUMBER: _ClassVar[int]
+    TIME_MS_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    height: int
+    previous_hash: bytes
+    models_digest: bytes
+    miner: bytes
+    time_ms: int
+    nonce: int
+    def __init__(self, height: _Optional[int] = ..., previous_hash: _Optional[bytes] = ..., models_digest: _Optional[bytes] = ..., miner: _Optional[bytes] = ..., time_ms: _Optional[int] = ..., nonce: _Optional[int] = ...) -> None: ...
+
+class PowBlock(_message.Message):
+    __slots__ = ("header", "miner", "transactions", "hash", "signature")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    MINER_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    header: PowHeader
+    miner: NodeInfo
+    transactions: _containers.RepeatedCompositeFieldContainer[Transaction]
+    hash: bytes
+    signature: bytes
+    def __init__(self, header: _Optional[_Union[PowHeader, _Mapping]] = ..., miner: _Optional[_Union[NodeInfo, _Mapping]] = ..., transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ..., hash: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class BlockVoteBody(_message.Message):
+    __slots__ = ("voter", "height", "block_hash", "genesis_digest")
+    VOTER_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_HASH_FIELD_NUMBER: _ClassVar[int]
+    GENESIS_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    voter: NodeInfo
+    height: int
+    block_hash: bytes
+    genesis_digest: bytes
+    def __init__(self, voter: _Optional[_Union[NodeInfo, _Mapping]] = ..., height: _Optional[int] = ..., block_hash: _Optional[bytes] = ..., genesis_digest: _Optional[bytes] = ...) -> None: ...
+
+class BlockVote(_message.Message):
+    __slots__ = ("body", "digest", "signature")
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    body: BlockVoteBody
+    digest: bytes
+    signature: bytes
+    def __init__(self, body: _Optional[_Union[BlockVoteBody, _Mapping]] = ..., digest: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
+
+class TransactionBatch(_message.Message):
+    __slots__ = ("transactions",)
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[Transaction]
+    def __init__(self, transactions: _Optional[_Iterable[_Union[Transaction, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,288 @@
+"""The sans-IO BLADE-FL engine under a fake clock: rounds, forks, catching up, bad blocks."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from node.ledger import records
+from node.ledger.errors import RecordRejected, RejectReason
+from node.ledger.keys import NodeKey
+from node.ledger.pow import MAX_NONCE, header_hash, header_prefix, mine, target_for
+from node.ledger.store import ChainCorrupted, ChainStore
+from node.protocol.blade import (
+    AggregateRound,
+    BladeConfig,
+    BladeEngine,
+    LocalModelReady,
+    Mine,
+    PersistPowBlock,
+    PowBlockReceived,
+    Send,
+    TrainLocal,
+    VoteReceived,
+)
+from node.protocol.common import MessageKind, SamplesCollected, TransactionReceived
+from proto.dfl.v1 import records_pb2 as pb
+from tests.support import (
+    BLADE_DIFFICULTY,
+    NAMES,
+    blade_network,
+    key,
+    tiny_blade_genesis,
+    tiny_weights,
+)
+
+GENESIS = tiny_blade_genesis()
+TARGET = target_for(BLADE_DIFFICULTY)
+CONFIG = BladeConfig(
+    clients=4, rounds=5, local_iterations=2, dataset_size=64, collect_timeout=3.0, vote_timeout=2.0
+)
+
+
+def stores_of(directory: Path) -> dict[str, ChainStore]:
+    return {name: ChainStore.open(directory / name) for name in NAMES}
+
+
+def chain_hashes(store: ChainStore) -> list[bytes]:
+    return [digest for _, digest, _ in store.blocks()]
+
+
+# --- whole rounds ------------------------------------------------------------------------------
+
+
+def test_four_clients_append_the_same_blocks_holding_every_model(tmp_path: Path) -> None:
+    network = blade_network(tmp_path, CONFIG)
+    network.run(60.0)
+    stores = stores_of(tmp_path)
+    first = chain_hashes(stores["n0"])
+    assert len(first) == CONFIG.rounds
+    for name, store in stores.items():
+        assert chain_hashes(store) == first, name
+        summary = store.verify()
+        assert summary.transactions == 4 * CONFIG.rounds  # every client's model in every block
+        node = network.nodes[name]
+        assert node.engine.finished and not node.rejections
+        assert node.host.rounds == list(range(1, CONFIG.rounds + 1))
+    weights = {name: network.nodes[name].host.weights.tobytes() for name in NAMES}
+    assert len(set(weights.values())) == 1  # the same global model everywhere
+
+
+def test_simultaneous_miners_fork_every_height_and_all_clients_resolve_it_alike(
+    tmp_path: Path,
+) -> None:
+    # Mining is instant and delivery slow: every client mines its own block at every height
+    # before it sees anyone else's, and votes for it. The votes split 1-1-1-1.
+    network = blade_network(tmp_path, CONFIG, hash_rate=1e9, latency=0.4)
+    network.run(60.0)
+    stores = stores_of(tmp_path)
+    first = chain_hashes(stores["n0"])
+    assert len(first) == CONFIG.rounds
+    for name, store in stores.items():
+        assert chain_hashes(store) == first, name
+        store.verify()
+        counters = network.nodes[name].engine.state.counters
+        assert counters["forks"] >= CONFIG.rounds and counters["ties_broken"] == CONFIG.rounds
+    miners = {stores["n0"].block(h).header.miner for h in range(1, CONFIG.rounds + 1)}
+    assert len(miners) > 1  # the tie-break (lowest hash) is not one fixed client
+
+
+def test_a_client_cut_off_for_rounds_catches_up_from_its_peers(tmp_path: Path) -> None:
+    network = blade_network(tmp_path, CONFIG)
+    cut = {(a, "n3") for a in NAMES[:3]} | {("n3", b) for b in NAMES[:3]}
+    network.cut |= cut
+    network.run(14.0)
+    assert network.nodes["n3"].engine.state.height == 0
+    assert network.nodes["n0"].engine.state.height >= 2  # 3 of 4 is a majority: they go on
+    network.cut -= cut
+    network.run(80.0)
+    stores = stores_of(tmp_path)
+    assert chain_hashes(stores["n3"]) == chain_hashes(stores["n0"])
+    assert stores["n3"].height == CONFIG.rounds
+    stores["n3"].verify()
+    n3 = network.nodes["n3"]
+    assert n3.engine.state.counters["fetches"] >= 1
+    assert n3.host.weights.tobytes() == network.nodes["n0"].host.weights.tobytes()
+
+
+def test_a_lazy_client_copies_a_model_of_its_peers_instead_of_training(tmp_path: Path) -> None:
+    network = blade_network(tmp_path, CONFIG, lazy=("n3",))
+    network.run(60.0)
+    lazy = network.nodes["n3"].host
+    assert len(lazy.copied_from) == CONFIG.rounds
+    assert all(len(models) == 3 for models in lazy.copied_from)  # it waited for all three
+    store = ChainStore.open(tmp_path / "n0")
+    assert store.height == CONFIG.rounds
+    assert network.nodes["n3"].engine.state.counters["models_plagiarized"] == CONFIG.rounds
+
+
+# --- one client, event by event ----------------------------------------------------------------
+
+
+def pool_model(client: NodeKey, round: int = 1, value: float = 0.5) -> pb.Transaction:
+    return records.make_transaction(
+        client,
+        genesis_digest=GENESIS.digest,
+        weights=tiny_weights(value),
+        now_ms=1_000,
+        ttl=0,
+        lifetime_ms=10_000,
+        round=round,
+    )
+
+
+def mined_block(
+    miner: NodeKey,
+    transactions: list[pb.Transaction],
+    *,
+    height: int = 1,
+    previous: bytes = GENESIS.digest,
+    sufficient: bool = True,
+) -> pb.PowBlock:
+    ordered = sorted(transactions, key=lambda tx: tx.body.generator.address)
+    header = records.pow_header(
+        height=height,
+        previous_hash=previous,
+        transactions=ordered,
+        miner=miner.address,
+        time_ms=2_000,
+    )
+    if sufficient:
+        nonce = mine(header_prefix(header), TARGET, 0, MAX_NONCE).nonce
+    else:
+        nonce = next(n for n in range(MAX_NONCE) if not _meets(header, n))
+    assert nonce is not None
+    return records.make_pow_block(miner, header, nonce, ordered)
+
+
+def _meets(header: pb.PowHeader, nonce: int) -> bool:
+    attempt = pb.PowHeader()
+    attempt.CopyFrom(header)
+    attempt.nonce = nonce
+    return header_hash(attempt) < TARGET
+
+
+def client_in_round_one() -> tuple[BladeEngine, list[pb.Transaction]]:
+    """n0 trained round 1; n1 and n2 have sent their models; n3 has not."""
+    engine = BladeEngine(key("n0"), GENESIS, CONFIG, peers=("n1", "n2", "n3"))
+    (train,) = engine.handle(SamplesCollected(64), 0.0)
+    assert train == TrainLocal(1, CONFIG.local_iterations)
+    actions = engine.handle(LocalModelReady(1, tiny_weights(0.1)), 1.0)
+    own = pb.Transaction.FromString(actions[0].payload)
+    peers = [pool_model(key(name), value=0.2 + i / 10) for i, name in enumerate(("n1", "n2"))]
+    for tx in peers:
+        engine.handle(TransactionReceived(tx.SerializeToString(), "peer"), 1.1)
+    return engine, [own, *peers]
+
+
+def test_a_complete_pool_starts_mining_and_a_peer_block_stops_it_and_gets_the_vote() -> None:
+    engine, pool = client_in_round_one()
+    n3_model = pool_model(key("n3"), value=0.9)
+    (mine_action,) = engine.handle(TransactionReceived(n3_model.SerializeToString(), "n3"), 1.2)
+    assert isinstance(mine_action, Mine) and mine_action.height == 1
+    block = mined_block(key("n1"), [*pool, n3_model])
+    actions = engine.handle(PowBlockReceived(block.SerializeToString(), "n1"), 1.5)
+    kinds = [type(a).__name__ for a in actions]
+    assert kinds == ["Send", "StopMining"]
+    vote = pb.BlockVote.FromString(actions[0].payload)
+    assert actions[0].kind is MessageKind.BLOCK_VOTE and vote.body.block_hash == block.hash
+    # A second valid block at the same height is a fork: counted, no second vote.
+    rival = mined_block(key("n2"), [*pool, n3_model])
+    assert engine.handle(PowBlockReceived(rival.SerializeToString(), "n2"), 1.6) == []
+    assert engine.state.counters["forks"] == 1 and engine.state.own_vote[1] == block.hash
+    # Votes of n1 and n2 make three of four: appended, aggregated, round 2 begins.
+    for name in ("n1", "n2"):
+        ballot = records.make_vote(
+            key(name), height=1, block_hash=block.hash, genesis_digest=GENESIS.digest
+        )
+        actions = engine.handle(VoteReceived(ballot.SerializeToString(), name), 1.7)
+    persisted = [a for a in actions if isinstance(a, PersistPowBlock)]
+    aggregated = [a for a in actions if isinstance(a, AggregateRound)]
+    assert persisted[0].block.hash == block.hash and len(aggregated[0].models) == 4
+    assert TrainLocal(2, CONFIG.local_iterations) in actions
+
+
+@pytest.mark.parametrize(
+    ("forge", "reason"),
+    [
+        ("insufficient_work", RejectReason.INSUFFICIENT_WORK),
+        ("wrong_previous_hash", RejectReason.BAD_LINK),
+        ("model_not_from_pool", RejectReason.UNKNOWN_MODEL),
+        ("forged_miner_signature", RejectReason.BAD_SIGNATURE),
+    ],
+)
+def test_a_bad_block_is_rejected_with_its_reason_and_changes_nothing(
+    forge: str, reason: RejectReason
+) -> None:
+    engine, pool = client_in_round_one()
+    if forge == "insufficient_work":
+        block = mined_block(key("n1"), pool, sufficient=False)
+    elif forge == "wrong_previous_hash":
+        block = mined_block(key("n1"), pool, previous=bytes(32))
+    elif forge == "model_not_from_pool":
+        block = mined_block(key("n1"), [*pool, pool_model(key("stranger"))])
+    else:
+        block = mined_block(key("n1"), pool)
+        block.signature = key("n2").sign(block.hash)
+    before = engine.snapshot()
+    with pytest.raises(RecordRejected) as rejected:
+        engine.handle(PowBlockReceived(block.SerializeToString(), "n1"), 1.5)
+    assert rejected.value.reason is reason
+    assert engine.snapshot() == before
+    # The client goes on: the honest block is still accepted and voted for.
+    honest = mined_block(key("n1"), pool)
+    actions = engine.handle(PowBlockReceived(honest.SerializeToString(), "n1"), 1.6)
+    assert any(isinstance(a, Send) and a.kind is MessageKind.BLOCK_VOTE for a in actions)
+
+
+def test_a_second_model_from_one_client_in_a_round_is_rejected() -> None:
+    engine, _ = client_in_round_one()
+    other = pool_model(key("n1"), value=0.7)
+    with pytest.raises(RecordRejected) as rejected:
+        engine.handle(TransactionReceived(other.SerializeToString(), "n1"), 1.3)
+    assert rejected.value.reason is RejectReason.DUPLICATE
+
+
+def test_a_vote_for_two_blocks_at_one_height_is_rejected() -> None:
+    engine, _ = client_in_round_one()
+    for block_hash, accepted in ((b"\x01" * 32, True), (b"\x02" * 32, False)):
+        ballot = records.make_vote(
+            key("n1"), height=1, block_hash=block_hash, genesis_digest=GENESIS.digest
+        )
+        if accepted:
+            engine.handle(VoteReceived(ballot.SerializeToString(), "n1"), 1.2)
+        else:
+            with pytest.raises(RecordRejected) as rejected:
+                engine.handle(VoteReceived(ballot.SerializeToString(), "n1"), 1.3)
+            assert rejected.value.reason is RejectReason.DUPLICATE
+
+
+@pytest.mark.parametrize(("edit", "reason"), [("work", "insufficient_work"), ("link", "bad_link")])
+def test_the_store_refuses_a_mined_block_edited_after_the_fact(
+    tmp_path: Path, edit: str, reason: str
+) -> None:
+    network = blade_network(tmp_path, CONFIG)
+    network.run(60.0)
+    for store in stores_of(tmp_path).values():
+        store.close()
+    path = tmp_path / "n1" / "chain.sqlite"
+    with ChainStore.open(path) as store:
+        block = store.block(3)
+    header = block.header
+    if edit == "work":
+        nonce = next(n for n in range(MAX_NONCE) if not _meets(header, n))
+    else:
+        header.previous_hash = bytes(32)
+        nonce = mine(header_prefix(header), TARGET, 0, MAX_NONCE).nonce or 0
+    miner = next(key(name) for name in NAMES if key(name).address == header.miner)
+    forged = records.make_pow_block(miner, header, nonce, block.transactions)
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "UPDATE blocks SET data = ?, final_digest = ? WHERE height = 3",
+            (forged.SerializeToString(), forged.hash),
+        )
+    with pytest.raises(ChainCorrupted) as corrupted:
+        ChainStore.open(path)
+    assert (corrupted.value.height, corrupted.value.reason) == (3, reason)
