@@ -22,8 +22,6 @@ from node.ledger import records
 from node.protocol.dfl import BufferedModel
 from proto.dfl.v1 import records_pb2 as pb
 
-IMAGE_PIXELS = 28 * 28
-
 
 def experiment_genesis(model: str, seed: int, learner: Learner) -> pb.Genesis:
     """The genesis every node of an experiment derives alike: model, solver and seed."""

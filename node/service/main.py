@@ -30,7 +30,8 @@ def serve(args: argparse.Namespace) -> int:
     except NodeConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from node.service.server import DataDirectoryError, DflNode  # torch loads here, not at --help
+    from node.service.base import DataDirectoryError
+    from node.service.server import DflNode  # torch loads here, not at --help
 
     try:
         node = DflNode(config)

@@ -111,6 +111,11 @@ ENGINE_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "confirmations_received": ("confirmations_total", ("received",)),
     "aggregations": ("aggregations_total", ()),
     "blocks_finalized": ("blocks_total", ()),
+    # BLADE-FL
+    "models_sent": ("transactions_sent_total", ()),
+    "models_received": ("transactions_received_total", ()),
+    "blocks_appended": ("blocks_total", ()),
+    "forks": ("forks_total", ()),
 }
 
 

@@ -1,0 +1,410 @@
+"""What every node process runs, whichever protocol: the gRPC server around a sans-IO engine.
+
+One asyncio loop owns the engine, the chain store and the peer clients, so protocol state is
+only ever touched from one thread. ML work runs on a single worker thread and reports back to the
+loop. Record-carrying RPCs take raw bytes: the engine decodes and validates them itself, so even
+bytes that do not parse are rejected with a named reason and counted, instead of failing inside
+gRPC's deserializer.
+
+CPU goes to the profiler by (task, category): engine calls are `blockchain`, ML calls are `ml`,
+and what the loop thread spends otherwise (gRPC's Python side, sending and receiving) is
+`network`, measured as the loop thread's CPU that no other scope claimed.
+
+A protocol's node (server.py for DFL, blade_server.py for BLADE-FL) supplies the engine, the ML
+host, the events its RPCs turn into and what its actions do; everything else is here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import numpy as np
+
+from node.ledger.errors import RecordRejected
+from node.ledger.keys import NodeKey
+from node.ledger.store import STORE_FILE, ChainStore
+from node.protocol.common import (
+    MessageKind,
+    PeersChanged,
+    SamplesCollected,
+    Tick,
+    TransactionReceived,
+)
+from node.service.config import NodeConfig
+from node.service.metrics import NodeMetrics
+from node.service.peers import CHANNEL_OPTIONS, SENDER_METADATA, SERVICE, PeerClient
+from node.service.profiler import Profiler
+from proto.dfl.v1 import node_pb2, records_pb2
+
+log = logging.getLogger(__name__)
+
+IMAGE_PIXELS = 28 * 28
+ACK = node_pb2.Ack().SerializeToString()
+PROFILE_FILE = "profile.json"
+PROFILE_EVERY_TICKS = 20
+
+
+class DataDirectoryError(Exception):
+    """The data directory belongs to another experiment or another node."""
+
+
+def open_chain(config: NodeConfig, key: NodeKey, genesis: records_pb2.Genesis) -> ChainStore:
+    """The node's chain, verified; a restart continues it, another experiment's is refused."""
+    if not (config.data_dir / STORE_FILE).exists():
+        return ChainStore.create(config.data_dir, genesis, key.address)
+    store = ChainStore.open(config.data_dir)
+    if store.genesis.digest != genesis.digest:
+        store.close()
+        raise DataDirectoryError(
+            f"{config.data_dir} holds a chain of another experiment (genesis differs); "
+            "use a fresh --data-dir"
+        )
+    if store.owner != key.address:
+        store.close()
+        raise DataDirectoryError(f"{config.data_dir}: the chain belongs to another key")
+    return store
+
+
+class NodeBase:
+    """Lifecycle, RPC plumbing, profiling and peers; subclasses set `engine`, `host`, `store`.
+
+    `await node.start()`, then `await node.stop()`.
+    """
+
+    task_of_event: Mapping[type, str] = {}
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.key = NodeKey.load_or_create(config.data_dir)
+        self.profiler = Profiler()
+        self.metrics = NodeMetrics(self.profiler)
+        self._ml = ThreadPoolExecutor(1, thread_name_prefix="ml")
+        self._peers: dict[str, PeerClient] = {}
+        self._server: grpc.aio.Server | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_cpu_mark = 0.0
+        self._claimed_mark = 0.0
+        self.port: int | None = None
+        self.metrics_port: int | None = None
+        self._metrics_server: Any = None
+        self.samples_injected = 0
+
+    def _open(self, genesis: records_pb2.Genesis) -> None:
+        """Called by the subclass once its host knows the genesis."""
+        self.genesis = genesis
+        self.store = open_chain(self.config, self.key, genesis)
+        self.metrics.set_info(self.key.address.hex(), genesis.digest.hex())
+        self.metrics.set_chain_height(self.store.height)
+        self.metrics.set_peers(self.config.peers)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._peers = {peer: self._client(peer) for peer in self.config.peers}
+        server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        server.add_generic_rpc_handlers((self._rpc_handler(),))
+        self.port = server.add_insecure_port(f"{self.config.listen}:{self.config.port}")
+        if not self.port:
+            raise OSError(f"cannot listen on {self.config.listen}:{self.config.port}")
+        await server.start()
+        self._server = server
+        if self.config.metrics_port:
+            self._metrics_server = self.metrics.serve(
+                self.config.metrics_port, host=self.config.listen
+            )
+            self.metrics_port = self.config.metrics_port
+        self._loop_cpu_mark = time.thread_time()
+        self._spawn(self._tick_forever())
+        log.info(
+            "node %s (%s) listening on %s, chain height %d, peers %s",
+            self.config.name,
+            self.key.address.hex()[:16],
+            self.port,
+            self.store.height,
+            ", ".join(self.config.peers) or "none",
+        )
+
+    async def stop(self, grace: float = 1.0) -> None:
+        for task in list(self._background):
+            task.cancel()
+        if self._server is not None:
+            await self._server.stop(grace)
+        for client in self._peers.values():
+            await client.close()
+        self._ml.shutdown(wait=True, cancel_futures=True)
+        self._claim_loop_residual()
+        self.write_profile()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+        self.store.close()
+
+    async def serve_until_signalled(self) -> None:
+        """Runs until SIGTERM or SIGINT, then stops cleanly (the chain is always consistent)."""
+        await self.start()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stopping.set)
+        await stopping.wait()
+        await self.stop()
+
+    def _client(self, peer: str) -> PeerClient:
+        return PeerClient(
+            peer,
+            self.config.address,
+            timeout=self.config.peer_timeout,
+            retries=self.config.peer_retries,
+            on_failure=lambda target, code: self.metrics.send_failed(target, code),
+        )
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _tick_forever(self) -> None:
+        ticks = 0
+        while True:
+            await asyncio.sleep(self.config.tick_interval)
+            self._handle_quietly(Tick())
+            self._claim_loop_residual()
+            self.metrics.sync_engine_counters(self.engine.state.counters)
+            ticks += 1
+            if ticks % PROFILE_EVERY_TICKS == 0:
+                self.write_profile()
+
+    def write_profile(self) -> None:
+        """profile.json in the data directory, replaced atomically (a killed node leaves one)."""
+        path = self.config.data_dir / PROFILE_FILE
+        part = path.with_suffix(".json.part")
+        part.write_text(json.dumps(self.profiler.snapshot(), indent=1))
+        os.replace(part, path)
+
+    def _claim_loop_residual(self) -> None:
+        """Loop-thread CPU that no scope claimed is gRPC's Python side: network, task `other`."""
+        loop_cpu = time.thread_time()
+        claimed = sum(
+            seconds for (_, category), seconds in self.profiler.totals().items() if category != "ml"
+        )
+        residual = (loop_cpu - self._loop_cpu_mark) - (claimed - self._claimed_mark)
+        if residual > 0:
+            self.profiler.add("other", "network", residual)
+        self._loop_cpu_mark = loop_cpu
+        self._claimed_mark = claimed + max(residual, 0.0)
+
+    # --- the engine ----------------------------------------------------------------------------
+
+    def _handle(self, event: Any) -> None:
+        """Feeds the engine; raises RecordRejected (after counting it) for a bad record."""
+        task = self.task_of_event[type(event)]
+        try:
+            with self.profiler.measure(task, "blockchain"):
+                actions = self.engine.handle(event, time.time())
+        except RecordRejected as rejected:
+            self.metrics.rejected(rejected.reason.label)
+            raise
+        for action in actions:
+            self._carry_out(action, task)
+
+    def _handle_quietly(self, event: Any) -> None:
+        try:
+            self._handle(event)
+        except RecordRejected as rejected:
+            log.warning("engine refused %s: %s", type(event).__name__, rejected)
+
+    def _carry_out(self, action: Any, task: str) -> None:
+        raise NotImplementedError
+
+    def _send_all(self, to: tuple[str, ...], kind: MessageKind, payload: bytes) -> None:
+        for peer in to:
+            self._spawn(self._send(peer, kind, payload))
+
+    def _run_ml(
+        self,
+        task: str,
+        work: Callable[..., Any],
+        *args: Any,
+        then: Callable[[Any], None],
+        failed: Callable[[], None] = lambda: None,
+    ) -> None:
+        def measured() -> Any:
+            with self.profiler.measure(task, "ml"):
+                return work(*args)
+
+        future = self._ml.submit(measured)
+        future.add_done_callback(
+            lambda done: self._loop.call_soon_threadsafe(self._ml_done, done, then, failed)
+        )
+
+    def _ml_done(
+        self, future: Future[Any], then: Callable[[Any], None], failed: Callable[[], None]
+    ) -> None:
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            log.warning("ML work failed: %r", error)
+            failed()
+            return
+        then(future.result())
+
+    async def _send(self, peer: str, kind: MessageKind, payload: bytes) -> None:
+        client = self._peers.get(peer)
+        if client is None:
+            return
+        if await client.send(kind, payload):
+            self.metrics.bytes_sent(kind.value, len(payload))
+
+    # --- RPCs ----------------------------------------------------------------------------------
+
+    def _record_methods(self) -> dict[str, Callable[[bytes, Any], Any]]:
+        """The protocol's record-carrying RPCs (raw bytes in, Ack out), by method name."""
+        return {"SubmitTransaction": self._submit_transaction}
+
+    def _rpc_handler(self) -> grpc.GenericRpcHandler:
+        def typed(method: Callable, request: Any, response: Any) -> grpc.RpcMethodHandler:
+            return grpc.unary_unary_rpc_method_handler(
+                method,
+                request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString,
+            )
+
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                **{
+                    name: grpc.unary_unary_rpc_method_handler(method)
+                    for name, method in self._record_methods().items()
+                },
+                "InjectSamples": grpc.stream_unary_rpc_method_handler(
+                    self._inject,
+                    request_deserializer=node_pb2.SampleBatch.FromString,
+                    response_serializer=node_pb2.InjectSummary.SerializeToString,
+                ),
+                "GetStatus": typed(self._status, node_pb2.StatusRequest, node_pb2.NodeStatus),
+                "GetModel": typed(self._model, node_pb2.ModelRequest, node_pb2.ModelWeights),
+                "StreamChain": grpc.unary_stream_rpc_method_handler(
+                    self._stream_chain, request_deserializer=node_pb2.ChainRequest.FromString
+                ),
+                "AddPeer": typed(self._add_peer, node_pb2.PeerRequest, node_pb2.PeerList),
+                "RemovePeer": typed(self._remove_peer, node_pb2.PeerRequest, node_pb2.PeerList),
+                "ListPeers": typed(self._list_peers, node_pb2.PeerRequest, node_pb2.PeerList),
+            },
+        )
+
+    @staticmethod
+    def _sender(context: grpc.aio.ServicerContext) -> str:
+        for key, value in context.invocation_metadata() or ():
+            if key == SENDER_METADATA:
+                return value
+        return context.peer()
+
+    async def _submit(self, event: Any, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            self._handle(event)
+        except RecordRejected as rejected:
+            await context.abort(
+                grpc.StatusCode[rejected.reason.grpc_status],
+                f"{rejected.reason.label}: {rejected.detail}",
+            )
+        return ACK
+
+    async def _submit_transaction(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        ack = await self._submit(TransactionReceived(request, self._sender(context)), context)
+        created = records_pb2.Transaction.FromString(request).body.create_time_ms / 1000
+        self.metrics.transaction_received(created, time.time())
+        return ack
+
+    async def _inject(
+        self, batches: AsyncIterator[node_pb2.SampleBatch], context: grpc.aio.ServicerContext
+    ) -> node_pb2.InjectSummary:
+        accepted = 0
+        async for batch in batches:
+            count = len(batch.samples)
+            if count == 0:
+                continue
+            pixels = b"".join(sample.pixels for sample in batch.samples)
+            if len(pixels) != count * IMAGE_PIXELS:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"malformed: a sample must have {IMAGE_PIXELS} pixels",
+                )
+            images = np.frombuffer(pixels, dtype=np.uint8).reshape(count, 28, 28)
+            labels = np.fromiter((s.label for s in batch.samples), dtype=np.int64, count=count)
+            if labels.max() > 9:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed: label above 9")
+            self.host.collect(images, labels)
+            accepted += count
+            self.samples_injected += count
+            self.metrics.samples_injected(count)
+            self._handle_quietly(SamplesCollected(count))
+        return node_pb2.InjectSummary(accepted=accepted)
+
+    async def _status(
+        self, request: node_pb2.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> node_pb2.NodeStatus:
+        sent, received = self._transaction_counts()
+        return node_pb2.NodeStatus(
+            address=self.key.address,
+            genesis_digest=self.genesis.digest,
+            chain_height=self.store.height,
+            local_accuracy=self.host.local_accuracy or 0.0,
+            samples_collected=self.samples_injected,
+            transactions_sent=sent,
+            transactions_received=received,
+            peers=list(self.engine.state.peers),
+        )
+
+    def _transaction_counts(self) -> tuple[int, int]:
+        """(models this node created, new models it received), for the status RPC."""
+        raise NotImplementedError
+
+    async def _model(
+        self, request: node_pb2.ModelRequest, context: grpc.aio.ServicerContext
+    ) -> node_pb2.ModelWeights:
+        weights = await asyncio.wrap_future(self._ml.submit(self.host.weights))
+        return node_pb2.ModelWeights(genesis_digest=self.genesis.digest, weights=weights)
+
+    async def _stream_chain(
+        self, request: node_pb2.ChainRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        for _, _, data in self.store.blocks(max(1, request.from_height)):
+            yield data
+
+    def _set_peers(self, peers: tuple[str, ...]) -> node_pb2.PeerList:
+        for peer in peers:
+            if peer not in self._peers:
+                self._peers[peer] = self._client(peer)
+        for peer in set(self._peers) - set(peers):
+            self._spawn(self._peers.pop(peer).close())
+        self._handle_quietly(PeersChanged(peers))
+        self.metrics.set_peers(peers)
+        return node_pb2.PeerList(peers=list(peers))
+
+    async def _add_peer(
+        self, request: node_pb2.PeerRequest, context: grpc.aio.ServicerContext
+    ) -> node_pb2.PeerList:
+        peers = self.engine.state.peers
+        return self._set_peers(peers if request.peer in peers else (*peers, request.peer))
+
+    async def _remove_peer(
+        self, request: node_pb2.PeerRequest, context: grpc.aio.ServicerContext
+    ) -> node_pb2.PeerList:
+        return self._set_peers(tuple(p for p in self.engine.state.peers if p != request.peer))
+
+    async def _list_peers(
+        self, request: node_pb2.PeerRequest, context: grpc.aio.ServicerContext
+    ) -> node_pb2.PeerList:
+        return node_pb2.PeerList(peers=list(self.engine.state.peers))
