@@ -54,8 +54,8 @@ from orchestrator.partition import PartitionSpec, parse_partition
 # node.learning.models imports torch (seconds); checking a spec must not. A unit test keeps this
 # list equal to models.MODELS.
 MODELS = ("lenet", "mlp")
-PROTOCOLS = ("dfl",)
-NOT_YET = {"blade-fl": "blade-fl is not supported yet", "blade": "blade-fl is not supported yet"}
+PROTOCOLS = ("dfl", "blade-fl")
+PROTOCOL_ALIASES = {"blade": "blade-fl", "bladefl": "blade-fl"}
 TEST_SET_SIZE = 10_000  # MNIST and Fashion-MNIST alike
 MAX_TTL = DflConfig.max_ttl  # the most a receiver accepts
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -322,6 +322,63 @@ class DflSection(_Model):
         )
 
 
+class BladeSection(_Model):
+    """BLADE-FL's parameters (paper 002, section 3.3) and the clients' local training.
+
+    The time budget follows eq. 4, t_sum = K (tau alpha + beta): give `rounds` (K) with either
+    `local_iterations` (tau) or `t_sum` and `alpha`, from which tau = floor((t_sum / K - beta) /
+    alpha). `beta` is the mining time per block the difficulty is calibrated for (from the hash
+    rate measured at the start of a run); `difficulty` (expected hashes per block) sets it
+    directly instead. The last `lazy_clients` (M) clients plagiarize with noise of variance
+    `noise_variance` (sigma^2).
+    """
+
+    rounds: Int = Field(ge=1)
+    local_iterations: Int | None = Field(None, ge=1)
+    t_sum: Seconds | None = Field(None, gt=0)
+    alpha: Seconds | None = Field(None, gt=0)
+    beta: Seconds = Field(2.0, gt=0)
+    difficulty: Float | None = Field(None, ge=1)
+    dataset_size: Int = Field(512, ge=1)
+    batch_size: Int = Field(32, ge=1)
+    collect_timeout: Seconds = Field(30.0, gt=0)
+    vote_timeout: Seconds = Field(10.0, gt=0)
+    lazy_clients: Int = Field(0, ge=0)
+    noise_variance: Float = Field(0.01, ge=0)
+
+    @model_validator(mode="after")
+    def _time_budget(self) -> BladeSection:
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        budget = self.t_sum is not None or self.alpha is not None
+        if self.local_iterations is not None and budget:
+            problems.append(
+                (("local_iterations",), "give local_iterations or t_sum and alpha, not both")
+            )
+        elif self.local_iterations is None:
+            for name in ("t_sum", "alpha"):
+                if getattr(self, name) is None:
+                    problems.append(((name,), "required unless local_iterations is given"))
+            if not problems and self.iterations < 1:
+                problems.append(
+                    (
+                        ("t_sum",),
+                        f"leaves no time to train: t_sum / rounds - beta = "
+                        f"{self.t_sum / self.rounds - self.beta:g} s, less than one alpha "
+                        f"({self.alpha:g} s); raise t_sum or lower rounds or beta",
+                    )
+                )
+        _check(problems)
+        return self
+
+    @property
+    def iterations(self) -> int:
+        """tau: local epochs per round, given or derived from eq. 4."""
+        if self.local_iterations is not None:
+            return self.local_iterations
+        assert self.t_sum is not None and self.alpha is not None
+        return math.floor((self.t_sum / self.rounds - self.beta) / self.alpha + 1e-9)
+
+
 class EvaluationSpec(_Model):
     """The orchestrator's own measurement: every node's model on a common test set."""
 
@@ -345,6 +402,7 @@ class ExperimentSpec(_Model):
     nodes: NodesSpec
     topology: TopologySpec = Field(default_factory=TopologySpec)
     dfl: DflSection = Field(default_factory=DflSection)
+    blade: BladeSection | None = None
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
 
     @field_validator("name")
@@ -360,9 +418,7 @@ class ExperimentSpec(_Model):
     @field_validator("protocol")
     @classmethod
     def _protocol(cls, protocol: str) -> str:
-        if protocol in NOT_YET:
-            raise ValueError(f"{NOT_YET[protocol]}; use dfl")
-        return _known(protocol, PROTOCOLS, "protocol")
+        return _known(PROTOCOL_ALIASES.get(protocol, protocol), PROTOCOLS, "protocol")
 
     @field_validator("model")
     @classmethod
@@ -389,6 +445,32 @@ class ExperimentSpec(_Model):
             _check([((field,) if field else (), f"{exc} (nodes.count is {nodes.count})")])
         return spec
 
+    @model_validator(mode="after")
+    def _blade_fits(self) -> ExperimentSpec:
+        if self.protocol != "blade-fl":
+            if self.blade is not None:
+                _check([(("blade",), "only for protocol blade-fl (remove it)")])
+            return self
+        problems: list[tuple[tuple[str | int, ...], str]] = []
+        if self.blade is None:
+            problems.append((("blade",), "required for protocol blade-fl (at least rounds)"))
+        elif self.blade.lazy_clients >= self.nodes.count:
+            problems.append(
+                (
+                    ("blade", "lazy_clients"),
+                    f"must leave an honest client: below nodes.count ({self.nodes.count})",
+                )
+            )
+        if self.topology.kind != "full":
+            problems.append(
+                (
+                    ("topology", "kind"),
+                    "BLADE-FL clients send to every other client: use full",
+                )
+            )
+        _check(problems)
+        return self
+
     # What the runtimes ask for.
 
     def edges(self) -> list[topology.Edge]:
@@ -402,8 +484,17 @@ class ExperimentSpec(_Model):
         return topology.neighbours(self.edges(), self.nodes.count)
 
     def behaviour_of(self, node: int) -> BehaviourSpec:
-        """The node's behaviour as written (name and options); `normal` when not listed."""
-        return self.nodes.behaviours.get(node) or BehaviourSpec(name="normal")
+        """The node's behaviour as written (name and options); `normal` when not listed.
+
+        In BLADE-FL the last `blade.lazy_clients` clients are lazy (as in the paper's code),
+        unless nodes.behaviours says otherwise for one of them.
+        """
+        if node in self.nodes.behaviours:
+            return self.nodes.behaviours[node]
+        blade = self.blade
+        if blade is not None and node >= self.nodes.count - blade.lazy_clients:
+            return BehaviourSpec(name="lazy", options={"variance": blade.noise_variance})
+        return BehaviourSpec(name="normal")
 
     def behaviour(self, node: int) -> Behaviour:
         return self.behaviour_of(node).build()
@@ -702,6 +793,7 @@ def parse_override(text: str) -> tuple[str, Any]:
 __all__ = [
     "AggregatorSpec",
     "BehaviourSpec",
+    "BladeSection",
     "DflSection",
     "EvaluationSpec",
     "ExperimentSpec",

@@ -402,6 +402,7 @@ class BladeEngine:
             round=round,
         )
         state.pool.setdefault(round, {})[self.address] = tx
+        state.counters["models_created"] += 1
         state.counters["models_sent"] += len(state.peers)
         state.phase = COLLECTING
         state.collect_deadline = now + self.config.collect_timeout

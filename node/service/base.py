@@ -81,6 +81,7 @@ class NodeBase:
     """
 
     task_of_event: Mapping[type, str] = {}
+    off_loop_tasks: frozenset[str] = frozenset()  # non-ML tasks measured on their own thread
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
@@ -143,12 +144,15 @@ class NodeBase:
             await self._server.stop(grace)
         for client in self._peers.values():
             await client.close()
-        self._ml.shutdown(wait=True, cancel_futures=True)
+        self._stop_workers()
         self._claim_loop_residual()
         self.write_profile()
         if self._metrics_server is not None:
             self._metrics_server.stop()
         self.store.close()
+
+    def _stop_workers(self) -> None:
+        self._ml.shutdown(wait=True, cancel_futures=True)
 
     async def serve_until_signalled(self) -> None:
         """Runs until SIGTERM or SIGINT, then stops cleanly (the chain is always consistent)."""
@@ -196,7 +200,9 @@ class NodeBase:
         """Loop-thread CPU that no scope claimed is gRPC's Python side: network, task `other`."""
         loop_cpu = time.thread_time()
         claimed = sum(
-            seconds for (_, category), seconds in self.profiler.totals().items() if category != "ml"
+            seconds
+            for (task, category), seconds in self.profiler.totals().items()
+            if category != "ml" and task not in self.off_loop_tasks
         )
         residual = (loop_cpu - self._loop_cpu_mark) - (claimed - self._claimed_mark)
         if residual > 0:
@@ -273,6 +279,10 @@ class NodeBase:
         """The protocol's record-carrying RPCs (raw bytes in, Ack out), by method name."""
         return {"SubmitTransaction": self._submit_transaction}
 
+    def _extra_methods(self) -> dict[str, grpc.RpcMethodHandler]:
+        """Protocol-specific RPCs that are not record submissions."""
+        return {}
+
     def _rpc_handler(self) -> grpc.GenericRpcHandler:
         def typed(method: Callable, request: Any, response: Any) -> grpc.RpcMethodHandler:
             return grpc.unary_unary_rpc_method_handler(
@@ -301,6 +311,7 @@ class NodeBase:
                 "AddPeer": typed(self._add_peer, node_pb2.PeerRequest, node_pb2.PeerList),
                 "RemovePeer": typed(self._remove_peer, node_pb2.PeerRequest, node_pb2.PeerList),
                 "ListPeers": typed(self._list_peers, node_pb2.PeerRequest, node_pb2.PeerList),
+                **self._extra_methods(),
             },
         )
 

@@ -15,9 +15,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from node.protocol.blade import BladeConfig
 from node.protocol.dfl import DflConfig
 
 ENV_PREFIX = "DFL_NODE_"
+PROTOCOLS = ("dfl", "blade-fl")
+BLADE_HOST_FIELDS = ("difficulty", "batch_size")  # the host's, not the engine's
 
 
 class NodeConfigError(Exception):
@@ -44,6 +47,9 @@ class NodeConfig(BaseModel):
     aggregator: str = "reputation-0.05"
     aggregator_options: dict[str, Any] = Field(default_factory=dict)
     dfl: dict[str, Any] = Field(default_factory=dict)  # DflConfig fields
+    # BLADE-FL: BladeConfig fields, plus `difficulty` (expected hashes per block, in the genesis)
+    # and `batch_size` (local minibatch)
+    blade: dict[str, Any] = Field(default_factory=dict)
     test_batch: int = Field(100, ge=1)  # samples per local accuracy measurement
     sample_memory: int = Field(20_000, ge=64)  # recent samples kept for evaluation
     torch_threads: int = Field(1, ge=1)
@@ -61,8 +67,8 @@ class NodeConfig(BaseModel):
     @field_validator("protocol")
     @classmethod
     def _known_protocol(cls, value: str) -> str:
-        if value != "dfl":
-            raise ValueError("only 'dfl' nodes run in this version")
+        if value not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {value!r}; known: {', '.join(PROTOCOLS)}")
         return value
 
     @property
@@ -74,6 +80,34 @@ class NodeConfig(BaseModel):
             return DflConfig(**self.dfl)
         except (TypeError, ValueError) as error:
             raise NodeConfigError(f"dfl: {error}") from None
+
+    def blade_config(self) -> BladeConfig:
+        fields = {k: v for k, v in self.blade.items() if k not in BLADE_HOST_FIELDS}
+        try:
+            return BladeConfig(**fields, lazy=self.behaviour == "lazy")
+        except (TypeError, ValueError) as error:
+            raise NodeConfigError(f"blade: {error}") from None
+
+    @property
+    def pow_difficulty(self) -> float:
+        difficulty = self.blade.get("difficulty")
+        if not isinstance(difficulty, int | float) or difficulty < 1:
+            raise NodeConfigError(
+                f"blade.difficulty: expected hashes per block (a number >= 1), not {difficulty!r}"
+            )
+        return float(difficulty)
+
+    @property
+    def local_batch_size(self) -> int:
+        return int(self.blade.get("batch_size", 32))
+
+    def check_protocol(self) -> None:
+        """Fails now, not at the first record, when the protocol's own settings are wrong."""
+        if self.protocol == "dfl":
+            self.dfl_config()
+        else:
+            self.blade_config()
+            _ = self.pow_difficulty
 
 
 def _environment_overrides(environ: Mapping[str, str]) -> dict[str, str]:
@@ -113,5 +147,5 @@ def load_node_config(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
         )
         raise NodeConfigError(f"bad node configuration: {problems}") from None
-    config.dfl_config()  # fail now, not at the first transaction
+    config.check_protocol()
     return config

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -23,16 +23,27 @@ from node.protocol.dfl import BufferedModel
 from proto.dfl.v1 import records_pb2 as pb
 
 
-def experiment_genesis(model: str, seed: int, learner: Learner) -> pb.Genesis:
-    """The genesis every node of an experiment derives alike: model, solver and seed."""
+def experiment_genesis(
+    model: str,
+    seed: int,
+    learner: Learner,
+    *,
+    protocol: str = "dfl",
+    extra: Mapping[str, object] | None = None,
+) -> pb.Genesis:
+    """The genesis every node of an experiment derives alike: model, solver, seed, and `extra`
+    protocol parameters (BLADE-FL's difficulty and rounds), so nodes that disagree on any of
+    them refuse each other's records."""
     solver = learner.solver_config
+    hyperparameters: dict[str, object] = {
+        name: getattr(solver, name) for name in sorted(type(solver).__dataclass_fields__)
+    }
+    hyperparameters.update(extra or {})
     return records.make_genesis(
-        protocol="dfl",
+        protocol=protocol,
         model_architecture=model,
         layers=layer_shapes(learner.module),
-        hyperparameters={
-            name: getattr(solver, name) for name in sorted(type(solver).__dataclass_fields__)
-        },
+        hyperparameters=hyperparameters,
         seed=seed,
     )
 

@@ -30,11 +30,13 @@ def serve(args: argparse.Namespace) -> int:
     except NodeConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    # torch loads here, not at --help
     from node.service.base import DataDirectoryError
-    from node.service.server import DflNode  # torch loads here, not at --help
+    from node.service.blade_server import BladeNode
+    from node.service.server import DflNode
 
     try:
-        node = DflNode(config)
+        node = BladeNode(config) if config.protocol == "blade-fl" else DflNode(config)
     except DataDirectoryError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -43,6 +45,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m node", description="Run one DFL node.")
+    parser = argparse.ArgumentParser(
+        prog="python -m node", description="Run one node (DFL or BLADE-FL, as its config says)."
+    )
     add_arguments(parser)
     return serve(parser.parse_args(argv))

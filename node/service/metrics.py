@@ -40,7 +40,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from node.ledger.errors import RejectReason
-from node.protocol.dfl import MessageKind
+from node.protocol.common import MessageKind
 from node.service.profiler import (
     CATEGORIES,
     TASKS,

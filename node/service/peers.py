@@ -12,7 +12,8 @@ from collections.abc import Callable
 
 import grpc
 
-from node.protocol.dfl import MessageKind
+from node.protocol.common import MessageKind
+from proto.dfl.v1 import node_pb2, records_pb2
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ METHODS = {
     MessageKind.TRANSACTION: "SubmitTransaction",
     MessageKind.DRAFT_BLOCK: "SubmitDraftBlock",
     MessageKind.CONFIRMATIONS: "SubmitConfirmations",
+    MessageKind.POW_BLOCK: "SubmitPowBlock",
+    MessageKind.BLOCK_VOTE: "SubmitBlockVote",
 }
 SENDER_METADATA = "dfl-sender"  # the sender's listen address, for routing receipts back
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
@@ -36,7 +39,7 @@ def _identity(payload: bytes) -> bytes:
 
 
 class PeerClient:
-    """One peer's channel and the three record-carrying calls."""
+    """One peer's channel: the record-carrying calls, and fetching its chain."""
 
     def __init__(
         self,
@@ -81,6 +84,28 @@ class PeerClient:
                 self._on_failure(self.target, code.name)
                 return False
         return False
+
+    async def fetch_chain(self) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+        """The peer's blocks from height 1 (raw) and its pool models of the last block's round.
+
+        Raises grpc.aio.AioRpcError when the peer cannot be reached; the caller reports it.
+        """
+        stream = self._channel.unary_stream(
+            f"/{SERVICE}/StreamChain",
+            request_serializer=node_pb2.ChainRequest.SerializeToString,
+            response_deserializer=_identity,
+        )
+        blocks = tuple(
+            [block async for block in stream(node_pb2.ChainRequest(from_height=1), timeout=30)]
+        )
+        round_models = self._channel.unary_unary(
+            f"/{SERVICE}/GetRoundModels",
+            request_serializer=node_pb2.RoundRequest.SerializeToString,
+            response_deserializer=records_pb2.TransactionBatch.FromString,
+        )
+        batch = await round_models(node_pb2.RoundRequest(round=len(blocks)), timeout=30)
+        models = tuple(tx.SerializeToString(deterministic=True) for tx in batch.transactions)
+        return blocks, models
 
     async def close(self) -> None:
         await self._channel.close()

@@ -32,6 +32,7 @@ import grpc
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from node.ledger.pow import calibrate_difficulty, measure_hash_rate
 from node.service.main import MALLOC_SETTING
 from node.service.peers import CHANNEL_OPTIONS
 from orchestrator.datasets import load_dataset
@@ -96,6 +97,8 @@ class LocalRun:
     nodes: list[LocalNode] = field(default_factory=list)
     started_at: float = 0.0
     tolerate_exits: bool = False  # a test that kills nodes on purpose sets this
+    pow_difficulty: float | None = None  # BLADE-FL: given by the spec or calibrated in prepare
+    elapsed: float | None = None  # how long it ran (a BLADE-FL run may end before its duration)
 
     def node_config(self, node: LocalNode) -> dict[str, Any]:
         spec = self.spec
@@ -112,14 +115,26 @@ class LocalRun:
             "node_seed": spec.seed * 1000 + node.index,
             "behaviour": behaviour.name,
             "behaviour_options": dict(behaviour.options),
-            "aggregator": spec.dfl.aggregator.name,
-            "aggregator_options": dict(spec.dfl.aggregator.options),
-            "dfl": spec.dfl_config_fields(node.index),
             "test_batch": spec.dfl.test_batch,
+            **self.protocol_config(node),
         }
+
+    def protocol_config(self, node: LocalNode) -> dict[str, Any]:
+        """The node config's protocol part: DFL's engine and aggregator, or BLADE-FL's rounds."""
+        spec = self.spec
+        if spec.blade is None:
+            return {
+                "protocol": "dfl",
+                "aggregator": spec.dfl.aggregator.name,
+                "aggregator_options": dict(spec.dfl.aggregator.options),
+                "dfl": spec.dfl_config_fields(node.index),
+            }
+        return {"protocol": "blade-fl", "blade": blade_node_fields(spec, self.pow_difficulty)}
 
     def prepare(self) -> None:
         count = self.spec.nodes.count
+        if self.spec.blade is not None and self.pow_difficulty is None:
+            self.pow_difficulty = difficulty_for(self.spec)
         ports = free_ports(2 * count)
         names = [f"node{i}" for i in range(count)]
         neighbours: dict[int, list[int]] = {i: [] for i in range(count)}
@@ -194,21 +209,64 @@ class MetricsCsv:
         self._file.close()
 
 
-def scrape_cpu(port: int) -> dict[str, float]:
-    """The node's dfl_cpu_seconds_total by task and category, and its rejection count."""
+# Prometheus samples summed over their labels into one metrics.csv column each.
+SUMMED_SAMPLES = {
+    "dfl_rejected_total": "rejected",
+    "dfl_bytes_sent_total": "bytes_sent",
+    "dfl_pow_hashes_total": "pow_hashes",
+    "dfl_mining_seconds_sum": "mining_seconds",
+    "dfl_mining_seconds_count": "mining_searches",
+    "dfl_forks_total": "forks",
+}
+
+
+def scrape_node_metrics(port: int) -> dict[str, float]:
+    """CPU seconds by task and category, and the counters the report reads, from /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    values: dict[str, float] = {}
-    rejected = 0.0
+    values = dict.fromkeys(SUMMED_SAMPLES.values(), 0.0)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "dfl_cpu_seconds_total":
                 key = f"cpu_seconds:{sample.labels['task']}:{sample.labels['category']}"
                 values[key] = sample.value
-            elif sample.name == "dfl_rejected_total":
-                rejected += sample.value
-    values["rejected"] = rejected
+            elif sample.name in SUMMED_SAMPLES:
+                values[SUMMED_SAMPLES[sample.name]] += sample.value
     return values
+
+
+def difficulty_for(spec: ExperimentSpec) -> float:
+    """BLADE-FL's difficulty: the spec's, or calibrated to `beta` from this machine's hash rate."""
+    blade = spec.blade
+    assert blade is not None
+    if blade.difficulty is not None:
+        return blade.difficulty
+    rate = measure_hash_rate()
+    difficulty = calibrate_difficulty(blade.beta, spec.nodes.count, os.cpu_count() or 1, rate)
+    log.info(
+        "difficulty %.3g: %.2f M hashes/s per core, %d clients, beta %.1f s",
+        difficulty,
+        rate / 1e6,
+        spec.nodes.count,
+        blade.beta,
+    )
+    return difficulty
+
+
+def blade_node_fields(spec: ExperimentSpec, difficulty: float | None) -> dict[str, Any]:
+    """A BLADE-FL client's `blade` settings (BladeConfig fields plus the host's)."""
+    blade = spec.blade
+    assert blade is not None and difficulty is not None
+    return {
+        "clients": spec.nodes.count,
+        "rounds": blade.rounds,
+        "local_iterations": blade.iterations,
+        "dataset_size": blade.dataset_size,
+        "collect_timeout": blade.collect_timeout,
+        "vote_timeout": blade.vote_timeout,
+        "difficulty": difficulty,
+        "batch_size": blade.batch_size,
+    }
 
 
 class Progress:
@@ -263,7 +321,7 @@ async def _sample(
         try:
             status = await stubs[node.name].GetStatus(node_pb2.StatusRequest(), timeout=10.0)
             model = await stubs[node.name].GetModel(node_pb2.ModelRequest(), timeout=30.0)
-            cpu = await loop.run_in_executor(None, scrape_cpu, node.metrics_port)
+            scraped = await loop.run_in_executor(None, scrape_node_metrics, node.metrics_port)
         except (grpc.aio.AioRpcError, OSError) as error:
             log.warning("could not sample %s: %s", node.name, error)
             continue
@@ -275,7 +333,7 @@ async def _sample(
             "transactions_sent": status.transactions_sent,
             "transactions_received": status.transactions_received,
             "samples_injected": status.samples_collected,
-            **cpu,
+            **scraped,
         }
     return rows
 
@@ -325,10 +383,14 @@ async def drive(run: LocalRun, progress: Progress, stop: asyncio.Event) -> None:
             for name, values in rows.items():
                 metrics.write(elapsed, name, values)
             progress.show(elapsed, rows)
+            if spec.blade is not None and _all_rounds_done(run, rows, spec.blade.rounds):
+                log.info("every client holds all %d blocks: the run is complete", spec.blade.rounds)
+                break
             dead = run.dead_nodes()
             if dead and not run.tolerate_exits:
                 names = ", ".join(f"{n.name} ({n.data_dir / 'node.log'})" for n in dead)
                 raise RunFailed(f"node(s) exited during the run: {names}")
+        run.elapsed = loop.time() - start
         injecting.set()
         await asyncio.gather(*injectors, return_exceptions=True)
     finally:
@@ -337,13 +399,20 @@ async def drive(run: LocalRun, progress: Progress, stop: asyncio.Event) -> None:
             await channel.close()
 
 
+def _all_rounds_done(run: LocalRun, rows: dict[str, dict[str, float]], rounds: int) -> bool:
+    return len(rows) == len(run.nodes) and all(
+        row.get("chain_height", 0) >= rounds for row in rows.values()
+    )
+
+
 def write_run_json(run: LocalRun) -> None:
     info = {
         "name": run.spec.name,
         "runtime": "local",
         "protocol": run.spec.protocol,
         "started_at": datetime.fromtimestamp(run.started_at or time.time(), UTC).isoformat(),
-        "duration_s": run.spec.duration_seconds,
+        "duration_s": run.spec.duration_seconds if run.elapsed is None else run.elapsed,
+        **({"pow_difficulty": run.pow_difficulty} if run.pow_difficulty is not None else {}),
         "nodes": [
             {
                 "name": node.name,

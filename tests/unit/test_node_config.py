@@ -24,7 +24,18 @@ def test_file_then_environment_then_keywords(tmp_path: Path) -> None:
     [
         ("port: 70000\n", {}, "port"),
         ("colour: blue\n", {}, "colour"),
-        ("protocol: blade-fl\n", {}, "protocol"),
+        ("protocol: blade\n", {}, "protocol"),
+        (
+            "protocol: blade-fl\nblade: {clients: 4, rounds: 2, local_iterations: 1}\n",
+            {},
+            "difficulty",
+        ),
+        (
+            "protocol: blade-fl\n"
+            "blade: {clients: 0, rounds: 2, local_iterations: 1, difficulty: 9}",
+            {},
+            "clients",
+        ),
         ("dfl: {ttl: 0}\n", {}, "dfl"),
         ("", {"DFL_NODE_PROT": "1"}, "DFL_NODE_PROT"),
         ("port: [\n", {}, "node.yaml"),

@@ -157,8 +157,9 @@ def test_spec_is_immutable(smoke: ExperimentSpec) -> None:
         ("topology.kind", "mesh", "topology.kind", "must be one of"),
         ("topology.degree", 3, "topology.degree", "only for kind random"),
         ("topology.edges", [[0, 1]], "topology.edges", "only for kind edges"),
-        ("protocol", "blade-fl", "protocol", "not supported yet"),
-        ("protocol", "raft", "protocol", "unknown protocol 'raft'; known: dfl"),
+        ("protocol", "blade-fl", "blade", "required for protocol blade-fl"),
+        ("blade", {"rounds": 3, "local_iterations": 1}, "blade", "only for protocol blade-fl"),
+        ("protocol", "raft", "protocol", "unknown protocol 'raft'; known: dfl, blade-fl"),
         ("model", "resnet", "model", "known: lenet, mlp"),
         ("dataset", "cifar10", "dataset", "known: mnist, fashion-mnist"),
         ("duration", "soon", "duration", "not a duration"),
@@ -221,7 +222,7 @@ def test_unknown_top_level_key_lists_the_known_ones() -> None:
         parse_yaml(MINIMAL + "durration: 5\n", "x.yaml")
     message = problems_of(excinfo)["durration"]
     assert "did you mean 'duration'" in message
-    assert "known: dataset, dfl, duration" in message
+    assert "known: blade, dataset, dfl, duration" in message
 
 
 @pytest.mark.parametrize(
@@ -395,3 +396,51 @@ def test_node_config_helpers(smoke: ExperimentSpec) -> None:
     assert spec.duration_seconds == 180.0 and spec.evaluation.interval_seconds == 10.0
     assert parse_yaml(spec.to_yaml()) == spec
     assert str(SpecError("--set x: expected FIELD=VALUE")) == "--set x: expected FIELD=VALUE"
+
+
+# --- BLADE-FL ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def blade_smoke() -> ExperimentSpec:
+    return load_spec(REPO_ROOT / "experiments" / "smoke-blade.yaml")
+
+
+def test_blade_smoke_derives_tau_from_the_time_budget_and_marks_the_last_clients_lazy(
+    blade_smoke: ExperimentSpec,
+) -> None:
+    blade = blade_smoke.blade
+    assert blade is not None and blade_smoke.protocol == "blade-fl"
+    expected = int((blade.t_sum / blade.rounds - blade.beta) / blade.alpha)
+    assert blade.iterations == expected >= 1
+    lazy = with_overrides(blade_smoke, {"blade.lazy_clients": 1, "blade.noise_variance": 0.3})
+    assert lazy.behaviour_of(3).name == "lazy"
+    assert lazy.behaviour_of(3).options == {"variance": 0.3}
+    assert lazy.behaviour_of(2).name == "normal"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem_path", "needle"),
+    [
+        ({"blade.local_iterations": 3}, "blade.local_iterations", "not both"),
+        ({"blade.t_sum": 10}, "blade.t_sum", "leaves no time to train"),
+        ({"blade.alpha": None}, "blade.alpha", "required unless local_iterations"),
+        ({"blade.lazy_clients": 4}, "blade.lazy_clients", "must leave an honest client"),
+        ({"topology.kind": "ring"}, "topology.kind", "use full"),
+        ({"blade.difficulty": 0.5}, "blade.difficulty", "must be >= 1"),
+    ],
+)
+def test_bad_blade_values_name_their_field(
+    blade_smoke: ExperimentSpec, overrides: dict[str, Any], problem_path: str, needle: str
+) -> None:
+    with pytest.raises(SpecError) as excinfo:
+        with_overrides(blade_smoke, overrides)
+    problems = problems_of(excinfo)
+    assert list(problems) == [problem_path], str(excinfo.value)
+    assert needle in problems[problem_path]
+
+
+def test_blade_spec_round_trips_through_yaml(blade_smoke: ExperimentSpec) -> None:
+    from orchestrator.spec import parse_yaml
+
+    assert parse_yaml(blade_smoke.to_yaml()) == blade_smoke

@@ -1,0 +1,263 @@
+"""The running BLADE-FL client: the BLADE-FL engine, its learning host, and a miner thread.
+
+Mining is the one long CPU job of the protocol, so it runs on its own thread in bounded chunks
+(`MINING_CHUNK` hashes, about 10 ms here): between chunks the loop checks whether the engine has
+stopped the search, because a valid block from a peer arrived. Each chunk is profiled as task
+`mine`, category `blockchain`, and counted in dfl_pow_hashes_total; the time from the start of a
+search to its end (found, or stopped) goes to dfl_mining_seconds.
+
+After each block, the client appends a line to `rounds.jsonl` in its data directory: the round,
+the block's miner and, for every model in the block, the peer it resembles most (see
+node/service/blade_host.py), which is how a run report shows lazy clients' plagiarism.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+import grpc
+
+from node.learning.behaviours import make_behaviour
+from node.learning.training import configure_torch
+from node.ledger.pow import MiningResult, mine
+from node.protocol.blade import (
+    Action,
+    AggregateRound,
+    BladeEngine,
+    BlockMined,
+    ChainFetched,
+    FetchChain,
+    FetchFailed,
+    LocalModelReady,
+    Mine,
+    PeersChanged,
+    PersistPowBlock,
+    Plagiarize,
+    PoolModel,
+    PowBlockReceived,
+    SamplesCollected,
+    Send,
+    StopMining,
+    Tick,
+    TrainLocal,
+    TransactionReceived,
+    TruncateChain,
+    VoteReceived,
+)
+from node.service.base import NodeBase
+from node.service.blade_host import BladeLearningHost, Resemblance
+from node.service.config import NodeConfig
+from proto.dfl.v1 import node_pb2, records_pb2
+
+log = logging.getLogger(__name__)
+
+MINING_CHUNK = 25_000
+ROUNDS_FILE = "rounds.jsonl"
+
+TASK_OF_EVENT: dict[type, str] = {
+    SamplesCollected: "train",
+    LocalModelReady: "train",  # signing and sending the model
+    TransactionReceived: "verify_block",  # checking a pool model the block will hold
+    BlockMined: "mine",
+    PowBlockReceived: "verify_block",
+    VoteReceived: "verify_block",
+    ChainFetched: "verify_block",
+    FetchFailed: "other",
+    Tick: "mine",  # a tick starts mining once the collection times out
+    PeersChanged: "other",
+}
+
+
+class BladeNode(NodeBase):
+    """Everything one BLADE-FL client process runs."""
+
+    task_of_event = TASK_OF_EVENT
+    off_loop_tasks = frozenset({"mine"})
+
+    def __init__(self, config: NodeConfig) -> None:
+        super().__init__(config)
+        configure_torch(config.torch_threads)
+        protocol = config.blade_config()
+        self.host = BladeLearningHost(
+            model=config.model,
+            seed=config.seed,
+            node_seed=config.node_seed,
+            behaviour=make_behaviour(config.behaviour, **config.behaviour_options),
+            dataset_size=protocol.dataset_size,
+            batch_size=config.local_batch_size,
+            difficulty=config.pow_difficulty,
+            rounds=protocol.rounds,
+            local_iterations=protocol.local_iterations,
+            test_batch=config.test_batch,
+        )
+        self._open(self.host.genesis)
+        self.engine = BladeEngine(
+            self.key,
+            self.genesis,
+            protocol,
+            peers=config.peers,
+            chain=[self.genesis.digest, *(digest for _, digest, _ in self.store.blocks())],
+        )
+        self._miner = ThreadPoolExecutor(1, thread_name_prefix="mine")
+        self._mining: int | None = None  # the height being mined, None when idle
+        self._mining_since = 0.0
+
+    def _stop_workers(self) -> None:
+        self._mining = None
+        self._miner.shutdown(wait=True, cancel_futures=True)
+        super()._stop_workers()
+
+    def _carry_out(self, action: Action, task: str) -> None:
+        match action:
+            case TrainLocal(round, iterations):
+                self._run_ml(
+                    "train",
+                    self.host.train_local,
+                    round,
+                    iterations,
+                    then=lambda model: self._handle_quietly(LocalModelReady(round, model)),
+                )
+            case Plagiarize(round, models):
+                self._run_ml(
+                    "train",
+                    self.host.plagiarize,
+                    round,
+                    models,
+                    then=lambda model: self._handle_quietly(LocalModelReady(round, model)),
+                )
+            case Mine(height, prefix, target):
+                self._mining, self._mining_since = height, time.monotonic()
+                self._mine_chunk(height, prefix, target, 0)
+            case StopMining(height):
+                if self._mining == height:
+                    self._mining = None
+                    self.metrics.mining_finished(time.monotonic() - self._mining_since)
+            case Send(to, kind, payload):
+                self._send_all(to, kind, payload)
+            case AggregateRound(round, models):
+                self._run_ml(
+                    "update_model",
+                    self.host.aggregate_round,
+                    round,
+                    models,
+                    then=lambda found: self._round_done(round, models, found),
+                )
+            case PersistPowBlock(block):
+                with self.profiler.measure(task, "blockchain"):
+                    self.store.append(block)
+                self.metrics.block_finalized(self.store.height, len(block.transactions), 0)
+            case TruncateChain(height):
+                with self.profiler.measure(task, "blockchain"):
+                    self.store.truncate(height)
+                self.metrics.set_chain_height(height)
+            case FetchChain(peer):
+                self._spawn(self._fetch(peer))
+
+    # --- mining --------------------------------------------------------------------------------
+
+    def _mine_chunk(self, height: int, prefix: bytes, target: bytes, start: int) -> None:
+        def work() -> MiningResult:
+            with self.profiler.measure("mine", "blockchain"):
+                return mine(prefix, target, start, MINING_CHUNK)
+
+        future = self._miner.submit(work)
+        future.add_done_callback(
+            lambda done: self._loop.call_soon_threadsafe(
+                self._chunk_done, done, height, prefix, target, start
+            )
+        )
+
+    def _chunk_done(
+        self,
+        future: Future[MiningResult],
+        height: int,
+        prefix: bytes,
+        target: bytes,
+        start: int,
+    ) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        result = future.result()
+        self.metrics.pow_hashes(result.attempts)
+        if self._mining != height:
+            return  # stopped: a peer's block won this height
+        if result.nonce is None:
+            self._mine_chunk(height, prefix, target, start + result.attempts)
+            return
+        self._mining = None
+        self.metrics.mining_finished(time.monotonic() - self._mining_since)
+        self._handle_quietly(BlockMined(height, result.nonce))
+
+    # --- rounds and catching up ----------------------------------------------------------------
+
+    def _round_done(
+        self, round: int, models: Sequence[PoolModel], found: list[Resemblance]
+    ) -> None:
+        self.metrics.round_completed()
+        if self.host.local_accuracy is not None:
+            self.metrics.set_accuracy(self.host.local_accuracy, "local")
+        block = self.store.block(round) if self.store.height >= round else None
+        line = {
+            "round": round,
+            "time": time.time(),
+            "miner": block.header.miner.hex() if block is not None else None,
+            "models": [m.generator.hex() for m in models],
+            "local_accuracy": self.host.local_accuracy,
+            "resemblance": [asdict(r) for r in found],
+        }
+        with open(self.config.data_dir / ROUNDS_FILE, "a") as rounds:
+            rounds.write(json.dumps(line) + "\n")
+        if self.engine.finished:
+            log.info("all %d rounds done", self.engine.config.rounds)
+
+    async def _fetch(self, peer: str) -> None:
+        client = self._peers.get(peer)
+        if client is None:
+            self._handle_quietly(FetchFailed(peer))
+            return
+        try:
+            blocks, models = await client.fetch_chain()
+        except grpc.aio.AioRpcError as error:
+            log.warning("could not fetch the chain of %s: %s", peer, error.code().name)
+            self._handle_quietly(FetchFailed(peer))
+            return
+        self._handle_quietly(ChainFetched(peer, blocks, models))
+
+    # --- RPCs ----------------------------------------------------------------------------------
+
+    def _record_methods(self) -> dict[str, Callable[[bytes, Any], Any]]:
+        return {
+            **super()._record_methods(),
+            "SubmitPowBlock": self._submit_block,
+            "SubmitBlockVote": self._submit_vote,
+        }
+
+    def _extra_methods(self) -> dict[str, grpc.RpcMethodHandler]:
+        return {
+            "GetRoundModels": grpc.unary_unary_rpc_method_handler(
+                self._round_models,
+                request_deserializer=node_pb2.RoundRequest.FromString,
+                response_serializer=records_pb2.TransactionBatch.SerializeToString,
+            )
+        }
+
+    async def _submit_block(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._submit(PowBlockReceived(request, self._sender(context)), context)
+
+    async def _submit_vote(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._submit(VoteReceived(request, self._sender(context)), context)
+
+    async def _round_models(
+        self, request: node_pb2.RoundRequest, context: grpc.aio.ServicerContext
+    ) -> records_pb2.TransactionBatch:
+        return records_pb2.TransactionBatch(transactions=self.engine.round_models(request.round))
+
+    def _transaction_counts(self) -> tuple[int, int]:
+        counters = self.engine.state.counters
+        return counters["models_created"], counters["models_received"]
