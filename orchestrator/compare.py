@@ -66,6 +66,7 @@ COMMON_RUN_FIELDS = frozenset(
         "mean_final_test_accuracy",
         "mean_blockchain_share",
         "nodes",
+        "plagiarism",  # a per-client table (empty for DFL): each run's report.md shows it
     }
 )
 COMMON_NODE_FIELDS = frozenset(
@@ -428,8 +429,9 @@ def _accuracy_section(runs: Sequence[RunComparison]) -> str:
     ]
     return (
         "## Test-set accuracy\n\n"
-        f"Final = each node's mean over the last {FINAL_WINDOW_S:.0f} s of its run, then the "
-        "mean and the minimum over the nodes. The plot shows the mean over the nodes at each "
+        f"Final = each node's mean over its run's final window (the last {FINAL_WINDOW_S:.0f} s; "
+        "for a short BLADE-FL run, its last 20 %), then the mean and the minimum over the "
+        "nodes. The plot shows the mean over the nodes at each "
         "evaluation against wall-clock time since the run started, with the min..max band "
         f"across nodes; chance is {CHANCE_ACCURACY:.2f}.\n\n"
         + _table(("run", "final mean", "final min", "nodes with a final figure"), rows)

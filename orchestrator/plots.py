@@ -224,3 +224,56 @@ def plot_chain(
     ax.grid(alpha=0.3)
     _node_legend(ax, [n for n in node_order if n in heights], colours)
     return _save(figure, path)
+
+
+def plot_plagiarism(
+    path: Path,
+    spreads: Mapping[str, Points],
+    *,
+    node_order: Sequence[str],
+    suspected: Sequence[str],
+    title: str,
+) -> Path:
+    """BLADE-FL: each client's difference std to its nearest peer per round, on a log scale, so
+    that a noisy copy (about sigma) stands orders of magnitude above honest clients. Suspected
+    clients are drawn thick and named so in the legend."""
+    figure = Figure(figsize=(10, 4.5))
+    ax = figure.add_subplot()
+    colours = node_colours(node_order)
+    shown = [n for n in node_order if n in spreads and len(spreads[n][0])]
+    for name in shown:
+        ax.plot(
+            *spreads[name],
+            color=colours[name],
+            lw=2.6 if name in suspected else 1.4,
+            marker="o",
+            ms=3.5,
+        )
+    if shown:
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        _no_data(ax, "resemblance entries")
+    ax.set_xlabel("round (block height)")
+    ax.set_ylabel("std of (model − nearest peer's model)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    if shown:
+        handles = [
+            Line2D(
+                [],
+                [],
+                color=colours[n],
+                lw=2.6 if n in suspected else 1.4,
+                label=f"{n} (suspected)" if n in suspected else n,
+            )
+            for n in shown
+        ]
+        ax.legend(
+            handles=handles,
+            title="client",
+            fontsize="small",
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+        )
+    return _save(figure, path)

@@ -7,12 +7,20 @@ A run (local processes now, Docker later) leaves this layout, and nothing else i
     DIR/metrics.csv                 long format: time_s,node,metric,value
     DIR/nodes/<name>/chain.sqlite   the node's chain store
     DIR/nodes/<name>/profile.json   CPU seconds by (task, category), process CPU, profiled seconds
+    DIR/nodes/<name>/rounds.jsonl   BLADE-FL only: one line per appended block, with the block's
+                                    resemblance table (how much each model looks like a peer's)
 
 A node that died may leave no chain store or profile; the report says so rather than failing,
 because a run with a crashed node is exactly the kind of run someone wants to look at. The views
 follow the paper (section 5.1): accuracy per node over time (Figure 8), CPU seconds by task and
 category (Table 6) and blockchain statistics (Table 7). summary.json holds the key figures per
 node for the integration tests and `dfl compare`.
+
+BLADE-FL runs (run.json's protocol "blade-fl") hold proof-of-work blocks mined by any client, so
+their blockchain section shows models per block, blocks mined, forks, mining time and hash rate
+instead of DFL's receipts and confirmations, and a section on lazy clients reads the resemblance
+tables of rounds.jsonl. Such a run may last only half a minute, so its final-accuracy window is
+20 % of the run when that is shorter than 30 s.
 
 Matplotlib is imported only when plots are drawn (orchestrator/plots.py), so importing this
 module stays cheap for the CLI.
@@ -24,6 +32,8 @@ import csv
 import json
 import math
 import sqlite3
+import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,8 +52,15 @@ PROFILE_FILE = "profile.json"
 REPORT_FILE = "report.md"
 SUMMARY_FILE = "summary.json"
 PLOTS_DIR = "plots"
+PLAGIARISM_PLOT = "plagiarism.png"  # BLADE-FL runs with a rounds.jsonl only
+ROUNDS_FILE = "rounds.jsonl"
+BLADE_PROTOCOL = "blade-fl"
 
 FINAL_WINDOW_S = 30.0  # "final" accuracy: the mean over the run's last 30 s, not one noisy sample
+# BLADE-FL runs a fixed number of rounds and may be over in 30 s: there the window is at most
+# this share of the run, so that "final" still means the end of training.
+FINAL_WINDOW_FRACTION = 0.2
+LAZY_FACTOR = 10.0  # suspected lazy: mean difference_std >= 10 x the clients' median
 CHANCE_ACCURACY = 0.1  # ten classes (MNIST, Fashion-MNIST)
 COVERAGE_TOLERANCE = 0.15  # flag a profiler total more than 15 % away from the process's CPU
 METRICS_HEADER = ("time_s", "node", "metric", "value")
@@ -67,8 +84,16 @@ TASK_LABELS = {
     "verify_block": "verify block",
 }
 CATEGORY_ORDER = ("ml", "blockchain", "network")
-COUNTER_METRICS = ("transactions_sent", "transactions_received", "rejected", "samples_injected")
-KNOWN_METRICS = {"accuracy_test", "accuracy_local", "chain_height", *COUNTER_METRICS}
+COUNTER_METRICS = (
+    "transactions_sent",
+    "transactions_received",
+    "bytes_sent",
+    "rejected",
+    "samples_injected",
+)
+# BLADE-FL's mining counters (cumulative), shown in its blockchain section.
+POW_METRICS = ("pow_hashes", "mining_seconds", "mining_searches", "forks")
+KNOWN_METRICS = {"accuracy_test", "accuracy_local", "chain_height", *COUNTER_METRICS, *POW_METRICS}
 CPU_METRIC_PREFIX = "cpu_seconds:"
 
 
@@ -96,6 +121,11 @@ class RunInfo:
     started_at: str
     duration_s: float
     nodes: tuple[NodeSpec, ...]
+    pow_difficulty: float | None = None  # BLADE-FL: expected hashes per block
+
+    def node_names(self) -> dict[str, str]:
+        """Hex address -> node name, for the nodes whose address run.json gives."""
+        return {n.address: n.name for n in self.nodes if n.address}
 
 
 @dataclass(frozen=True)
@@ -172,6 +202,37 @@ class ChainStats:
     confirmed_fractions: tuple[float, ...]
     verifies: bool
     verify_problem: str | None = None  # "height H: reason: detail" when it does not verify
+    protocol: str = "dfl"  # the genesis's: "dfl" (Block) or "blade-fl" (PowBlock)
+    miners: tuple[str, ...] = ()  # BLADE-FL: each block's miner, hex address, in height order
+    block_hashes: tuple[str, ...] = ()  # each block's digest (hex), in height order
+
+
+@dataclass(frozen=True)
+class Resemblance:
+    """One model of a BLADE-FL block against its nearest peer's (node/service/blade_host.py)."""
+
+    client: str  # hex address
+    nearest: str  # hex address
+    model_cosine: float
+    update_cosine: float
+    copy_coefficient: float
+    difference_std: float
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    round: int
+    miner: str
+    models: tuple[str, ...]
+    resemblance: tuple[Resemblance, ...]
+
+
+@dataclass(frozen=True)
+class RoundLog:
+    """rounds.jsonl of the first node (in run.json's order) that left one."""
+
+    source: str  # the node whose file this is
+    rounds: tuple[RoundRecord, ...]
 
 
 @dataclass(frozen=True)
@@ -191,6 +252,7 @@ class RunData:
     metrics: Metrics
     nodes: Mapping[str, NodeData]
     warnings: tuple[str, ...] = ()
+    rounds: RoundLog | None = None  # BLADE-FL's per-block resemblance tables
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +273,8 @@ def load_run(directory: Path | str) -> RunData:
     if strangers:
         warnings.append(f"{METRICS_FILE} names nodes not in {RUN_FILE}: {', '.join(strangers)}")
     nodes = {spec.name: _read_node(directory, spec, metrics) for spec in info.nodes}
-    return RunData(directory, info, spec_text, metrics, nodes, tuple(warnings))
+    rounds = _read_rounds(directory, info, warnings)
+    return RunData(directory, info, spec_text, metrics, nodes, tuple(warnings), rounds)
 
 
 def _read_run_info(directory: Path) -> RunInfo:
@@ -236,6 +299,7 @@ def _read_run_info(directory: Path) -> RunInfo:
             started_at=str(raw.get("started_at", "unknown")),
             duration_s=float(raw.get("duration_s", 0.0)),
             nodes=nodes,
+            pow_difficulty=_optional_float(raw.get("pow_difficulty")),
         )
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise NotARunDirectory(f"{path} is not a valid run description: {error!r}") from None
@@ -290,7 +354,11 @@ def _read_node(directory: Path, spec: NodeSpec, metrics: Metrics) -> NodeData:
 
 
 def read_chain(path: Path) -> tuple[ChainStats | None, str | None]:
-    """Table 7's figures from one chain store, or None and why there are none."""
+    """Table 7's figures from one chain store, or None and why there are none.
+
+    The genesis says which block format the store holds: DFL's `Block` (transactions, receipts,
+    confirmations) or BLADE-FL's `PowBlock` (the round's models and the miner; no confirmations).
+    """
     if not path.is_file():
         return None, "no chain store (the node may have died before it wrote one)"
     try:
@@ -303,15 +371,22 @@ def read_chain(path: Path) -> tuple[ChainStats | None, str | None]:
         transactions: list[int] = []
         confirmations: list[int] = []
         fractions: list[float] = []
+        miners: list[str] = []
+        hashes: list[str] = []
         try:
-            for _, _, data in store.blocks():
+            for _, digest, data in store.blocks():
+                hashes.append(bytes(digest).hex())
                 try:
-                    block = decode(pb.Block, data)
+                    block = decode(store.format.message, data)
                 except RecordRejected:
                     continue  # verify() below names the first bad block
-                transactions.append(len(block.body.transactions))
-                confirmations.append(len(block.finalization.confirmations))
-                fractions.append(confirmed_fraction(block))
+                if isinstance(block, pb.PowBlock):
+                    transactions.append(len(block.transactions))
+                    miners.append(block.header.miner.hex())
+                else:
+                    transactions.append(len(block.body.transactions))
+                    confirmations.append(len(block.finalization.confirmations))
+                    fractions.append(confirmed_fraction(block))
             store.verify()
             verifies, problem = True, None
         except ChainCorrupted as error:
@@ -326,6 +401,9 @@ def read_chain(path: Path) -> tuple[ChainStats | None, str | None]:
                 confirmed_fractions=tuple(fractions),
                 verifies=verifies,
                 verify_problem=problem,
+                protocol=store.genesis.body.protocol,
+                miners=tuple(miners),
+                block_hashes=tuple(hashes),
             ),
             None,
         )
@@ -371,6 +449,83 @@ def _optional_float(value: object) -> float | None:
     return None if value is None else float(value)  # type: ignore[arg-type]
 
 
+def _read_rounds(directory: Path, info: RunInfo, warnings: list[str]) -> RoundLog | None:
+    """The resemblance tables of the first node with a rounds.jsonl. Every client computes the
+    same table for the same block, so one file suffices; the others are only checked for the
+    rounds they hold (a client that fell behind or crashed holds fewer)."""
+    files = [
+        (n.name, path)
+        for n in info.nodes
+        if (path := directory / "nodes" / n.name / ROUNDS_FILE).is_file()
+    ]
+    if not files:
+        return None
+    source, path = files[0]
+    records, skipped = _parse_rounds(path)
+    if skipped:
+        warnings.append(f"{source}: {ROUNDS_FILE}: {skipped} unreadable lines or entries skipped")
+    present = {r.round for r in records}
+    for name, other in files[1:]:
+        theirs = {r.round for r in _parse_rounds(other)[0]}
+        if theirs != present:
+            warnings.append(
+                f"{name}: {ROUNDS_FILE} disagrees with {source}'s on the rounds present "
+                f"({name} has {_rounds_text(theirs)}, {source} has {_rounds_text(present)})"
+            )
+    return RoundLog(source, tuple(sorted(records, key=lambda r: r.round)))
+
+
+def _parse_rounds(path: Path) -> tuple[list[RoundRecord], int]:
+    """The file's records and how many lines or resemblance entries could not be read."""
+    records: list[RoundRecord] = []
+    skipped = 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            entries = []
+            for entry in raw.get("resemblance", ()):
+                try:
+                    entries.append(
+                        Resemblance(
+                            client=str(entry["client"]),
+                            nearest=str(entry["nearest"]),
+                            model_cosine=float(entry["model_cosine"]),
+                            update_cosine=float(entry["update_cosine"]),
+                            copy_coefficient=float(entry["copy_coefficient"]),
+                            difference_std=float(entry["difference_std"]),
+                        )
+                    )
+                except (ValueError, TypeError, KeyError):
+                    skipped += 1
+            records.append(
+                RoundRecord(
+                    round=int(raw["round"]),
+                    miner=str(raw.get("miner", "")),
+                    models=tuple(str(m) for m in raw.get("models", ())),
+                    resemblance=tuple(entries),
+                )
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            skipped += 1
+    return records, skipped
+
+
+def _rounds_text(rounds: Iterable[int]) -> str:
+    """{1, 2, 3, 5} -> "rounds 1-3, 5"."""
+    ordered = sorted(set(rounds))
+    if not ordered:
+        return "no rounds"
+    spans: list[list[int]] = []
+    for r in ordered:
+        if spans and r == spans[-1][1] + 1:
+            spans[-1][1] = r
+        else:
+            spans.append([r, r])
+    return "rounds " + ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+
+
 # ---------------------------------------------------------------------------------------------
 # Key figures
 
@@ -388,7 +543,7 @@ class NodeSummary:
     coverage: float | None
     coverage_flagged: bool
     cpu_source: str | None
-    tx_per_block_mean: float | None
+    tx_per_block_mean: float | None  # BLADE-FL: models per block
     tx_per_block_min: int | None
     confirmations_per_block_mean: float | None
     confirmations_per_block_min: int | None
@@ -397,7 +552,36 @@ class NodeSummary:
     peers: int
     chain_verifies: bool | None  # None: no readable chain store
     chain_problem: str | None
-    counters: dict[str, float | None]
+    counters: dict[str, float | None]  # COUNTER_METRICS' last values, bytes_sent included
+    # The fields below are None where they do not apply (the mining ones in DFL runs) or where
+    # the run did not record them.
+    pow_hashes: float | None  # BLADE-FL: hashes computed
+    forks: float | None  # BLADE-FL: competing valid blocks seen
+    blocks_mined: int | None  # BLADE-FL: blocks of the reference chain this node mined
+    hash_rate: float | None  # BLADE-FL: pow_hashes / CPU seconds of task "mine"
+    mining_searches: float | None  # BLADE-FL: searches (one per round the node mined)
+    mining_seconds_per_search: float | None  # BLADE-FL: mining_seconds / mining_searches
+
+    @property
+    def bytes_sent(self) -> float | None:
+        """Payload bytes this node sent. In summary.json as counters.bytes_sent: `dfl compare`
+        lists node fields it does not know as protocol-specific, and bytes_sent is common."""
+        return self.counters.get("bytes_sent")
+
+
+@dataclass(frozen=True)
+class PlagiarismVerdict:
+    """One client's resemblance to its nearest peer, averaged over the rounds of rounds.jsonl."""
+
+    rounds: int  # blocks that held its model
+    model_cosine: float | None
+    update_cosine: float | None
+    copy_coefficient: float | None
+    difference_std: float | None
+    nearest: str | None  # the peer named most often as nearest (node name, or hex address)
+    nearest_rounds: int  # in how many of the rounds
+    behaviour: str | None  # run.json's, None for an address run.json does not name
+    suspected: bool  # difference_std >= LAZY_FACTOR x the median over clients
 
 
 @dataclass(frozen=True)
@@ -415,22 +599,40 @@ class RunSummary:
     mean_final_test_accuracy: float | None
     mean_blockchain_share: float | None
     nodes: dict[str, NodeSummary]
+    pow_difficulty: float | None  # BLADE-FL: expected hashes per block (run.json)
+    network_hash_rate: float | None  # BLADE-FL: sum of pow_hashes / mean mining_seconds
+    plagiarism: dict[str, PlagiarismVerdict]  # BLADE-FL: by node name; empty otherwise
+
+
+def final_window(protocol: str, run_length: float) -> float:
+    """The final-accuracy window's length: 30 s; for BLADE-FL at most 20 % of the run."""
+    if protocol == BLADE_PROTOCOL:
+        return min(FINAL_WINDOW_S, FINAL_WINDOW_FRACTION * run_length)
+    return FINAL_WINDOW_S
 
 
 def summarize(data: RunData) -> RunSummary:
     """The report's numbers, computed once so that report.md and summary.json cannot disagree."""
     end = max(data.info.duration_s, data.metrics.end_time)
-    window_start = end - FINAL_WINDOW_S
+    window = final_window(data.info.protocol, end)
+    window_start = end - window
+    reference_name = reference_chain(data)
+    reference = data.nodes[reference_name].chain if reference_name else None
     nodes = {
-        name: _summarize_node(node, data.metrics, window_start) for name, node in data.nodes.items()
+        name: _summarize_node(
+            node, data.metrics, window_start, reference, data.info.protocol == "blade-fl"
+        )
+        for name, node in data.nodes.items()
     }
+    hashes = [n.pow_hashes for n in nodes.values() if n.pow_hashes is not None]
+    mining = _mean(data.metrics.series(name, "mining_seconds").last for name in data.nodes)
     return RunSummary(
         name=data.info.name,
         runtime=data.info.runtime,
         protocol=data.info.protocol,
         started_at=data.info.started_at,
         duration_s=data.info.duration_s,
-        window_s=FINAL_WINDOW_S,
+        window_s=window,
         window_start_s=window_start,
         window_end_s=end,
         chance_accuracy=CHANCE_ACCURACY,
@@ -438,16 +640,69 @@ def summarize(data: RunData) -> RunSummary:
         mean_final_test_accuracy=_mean(n.final_test_accuracy for n in nodes.values()),
         mean_blockchain_share=_mean(n.blockchain_share for n in nodes.values()),
         nodes=nodes,
+        pow_difficulty=data.info.pow_difficulty,
+        network_hash_rate=sum(hashes) / mining if hashes and mining else None,
+        plagiarism=plagiarism(data),
     )
 
 
-def _summarize_node(node: NodeData, metrics: Metrics, window_start: float) -> NodeSummary:
+def reference_chain(data: RunData) -> str | None:
+    """The BLADE-FL node whose chain store counts the blocks each node mined: the longest that
+    verifies (else the longest readable one); the first in run.json's order on a tie."""
+    chains = [
+        (name, node.chain)
+        for name, node in data.nodes.items()
+        if node.chain is not None and node.chain.protocol == BLADE_PROTOCOL
+    ]
+    if not chains:
+        return None
+    candidates = [(n, c) for n, c in chains if c.verifies] or chains
+    return max(candidates, key=lambda item: item[1].blocks)[0]
+
+
+def _chain_disagreements(data: RunData, reference: str | None) -> list[str]:
+    """Nodes whose blocks differ from the reference chain's at a height both hold."""
+    if reference is None:
+        return []
+    ref = data.nodes[reference].chain
+    assert ref is not None
+    notes = []
+    for name, node in data.nodes.items():
+        chain = node.chain
+        if name == reference or chain is None or chain.protocol != BLADE_PROTOCOL:
+            continue
+        pairs = zip(chain.block_hashes, ref.block_hashes, strict=False)  # common heights only
+        for height, (a, b) in enumerate(pairs, start=1):
+            if a != b:
+                notes.append(
+                    f"{name}: its chain differs from {reference}'s from height {height} on "
+                    f"(blocks mined are counted on {reference}'s)"
+                )
+                break
+    return notes
+
+
+def _summarize_node(
+    node: NodeData,
+    metrics: Metrics,
+    window_start: float,
+    reference: ChainStats | None,
+    mines: bool,
+) -> NodeSummary:
+    """`mines`: a BLADE-FL run; a DFL node exports the mining counters too, all zero."""
     name = node.spec.name
     test = metrics.series(name, "accuracy_test")
     in_window = test.since(window_start)
     profile, chain = node.profile, node.chain
     coverage = profile.coverage if profile else None
     categories = _categories(profile.seconds) if profile else []
+    mined = (lambda metric: metrics.series(name, metric).last) if mines else (lambda _: None)
+    pow_hashes = mined("pow_hashes")
+    searches = mined("mining_searches")
+    mining_seconds = mined("mining_seconds")
+    mine_cpu = (
+        sum(s for (task, _), s in profile.seconds.items() if task == "mine") if profile else None
+    )
     return NodeSummary(
         final_test_accuracy=_mean(in_window),
         test_samples_in_window=len(in_window),
@@ -472,7 +727,58 @@ def _summarize_node(node: NodeData, metrics: Metrics, window_start: float) -> No
         chain_verifies=chain.verifies if chain else None,
         chain_problem=node.chain_problem or (chain.verify_problem if chain else None),
         counters={m: metrics.series(name, m).last for m in COUNTER_METRICS},
+        pow_hashes=pow_hashes,
+        forks=mined("forks"),
+        blocks_mined=_blocks_mined(node, reference),
+        hash_rate=pow_hashes / mine_cpu if pow_hashes is not None and mine_cpu else None,
+        mining_searches=searches,
+        mining_seconds_per_search=mining_seconds / searches
+        if mining_seconds is not None and searches
+        else None,
     )
+
+
+def _blocks_mined(node: NodeData, reference: ChainStats | None) -> int | None:
+    if reference is None or not node.spec.address:
+        return None
+    return reference.miners.count(node.spec.address)
+
+
+def plagiarism(data: RunData) -> dict[str, PlagiarismVerdict]:
+    """Per client of rounds.jsonl: its mean resemblance to its nearest peer and the verdict."""
+    if data.rounds is None:
+        return {}
+    names = data.info.node_names()
+    behaviours = {n.address: n.behaviour for n in data.info.nodes if n.address}
+    entries: dict[str, list[Resemblance]] = {}
+    for record in data.rounds.rounds:
+        for entry in record.resemblance:
+            entries.setdefault(entry.client, []).append(entry)
+    order = [n.address for n in data.info.nodes if n.address in entries]
+    order += sorted(set(entries) - set(order))
+    spreads = {client: _mean(e.difference_std for e in entries[client]) for client in order}
+    present = [v for v in spreads.values() if v is not None]
+    median = statistics.median(present) if present else None
+    verdicts = {}
+    for client in order:
+        rows = entries[client]
+        nearest, count = Counter(e.nearest for e in rows).most_common(1)[0]
+        spread = spreads[client]
+        verdicts[names.get(client, client)] = PlagiarismVerdict(
+            rounds=len(rows),
+            model_cosine=_mean(e.model_cosine for e in rows),
+            update_cosine=_mean(e.update_cosine for e in rows),
+            copy_coefficient=_mean(e.copy_coefficient for e in rows),
+            difference_std=spread,
+            nearest=names.get(nearest, nearest),
+            nearest_rounds=count,
+            behaviour=behaviours.get(client),
+            suspected=spread is not None
+            and median is not None
+            and spread > 0
+            and spread >= LAZY_FACTOR * median,
+        )
+    return verdicts
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -548,6 +854,21 @@ def _draw_plots(data: RunData, summary: RunSummary, plot_dir: Path) -> None:
         end=summary.window_end_s,
         title=f"{data.info.name}: chain height per node",
     )
+    if data.rounds is not None and data.rounds.rounds:
+        names = data.info.node_names()
+        spreads: dict[str, tuple[list[float], list[float]]] = {}
+        for record in data.rounds.rounds:
+            for entry in record.resemblance:
+                points = spreads.setdefault(names.get(entry.client, entry.client[:8]), ([], []))
+                points[0].append(record.round)
+                points[1].append(entry.difference_std)
+        plots.plot_plagiarism(
+            plot_dir / PLAGIARISM_PLOT,
+            spreads,
+            node_order=[*names.values(), *sorted(set(spreads) - set(names.values()))],
+            suspected=[n for n, v in summary.plagiarism.items() if v.suspected],
+            title=f"{data.info.name}: difference to the nearest peer's model, per round",
+        )
 
 
 def _json_ready(value: Any) -> Any:
@@ -567,7 +888,10 @@ def report_markdown(data: RunData, summary: RunSummary) -> str:
         _notes(data, summary),
         _accuracy_section(summary),
         _cpu_section(data, summary),
-        _chain_section(summary),
+        _pow_chain_section(data, summary)
+        if summary.protocol == BLADE_PROTOCOL
+        else _chain_section(summary),
+        _plagiarism_section(data, summary),
         _counters_section(data, summary),
         _appendix(data),
     ]
@@ -584,6 +908,16 @@ def _pct(value: float | None, digits: int = 1) -> str:
 
 def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f} s"
+
+
+def _big(value: float | None) -> str:
+    """A large count with thousands separators: 24,450,400."""
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def _window(seconds: float) -> str:
+    """30 -> "30 s", 6.29 -> "6.3 s"."""
+    return f"{seconds:.0f} s" if abs(seconds - round(seconds)) < 0.05 else f"{seconds:.1f} s"
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], numeric: str = "") -> str:
@@ -644,7 +978,10 @@ def _notes(data: RunData, summary: RunSummary) -> str:
                 "double-count work"
             )
         if figures.final_test_accuracy is None:
-            notes.append(f"{name}: no accuracy_test samples in the last {FINAL_WINDOW_S:.0f} s")
+            notes.append(
+                f"{name}: no accuracy_test samples in the last {_window(summary.window_s)}"
+            )
+    notes += _chain_disagreements(data, reference_chain(data))
     if not notes:
         return ""
     return "## Warnings\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
@@ -661,9 +998,15 @@ def _accuracy_section(summary: RunSummary) -> str:
         )
         for name, n in summary.nodes.items()
     ]
+    shortened = (
+        f": {_pct(FINAL_WINDOW_FRACTION, 0)} of the run's {summary.window_end_s:.1f} s, as that "
+        f"is less than {FINAL_WINDOW_S:.0f} s "
+        if summary.window_s < FINAL_WINDOW_S
+        else " "
+    )
     return (
         "## Accuracy\n\n"
-        f"Final = mean over the last {summary.window_s:.0f} s of the run "
+        f"Final = mean over the last {_window(summary.window_s)} of the run{shortened}"
         f"(samples with time ≥ {summary.window_start_s:.1f} s). Test-set accuracy is the "
         "orchestrator's evaluation of each node's current model on the common test set; local "
         "accuracy is the node's own evaluation on its recent samples. Chance is "
@@ -752,13 +1095,16 @@ def _cpu_section(data: RunData, summary: RunSummary) -> str:
     return "\n".join(parts)
 
 
+def _verifies(node: NodeSummary) -> str:
+    if node.chain_verifies is None:
+        return f"no store ({node.chain_problem})"
+    return "yes" if node.chain_verifies else f"no ({node.chain_problem})"
+
+
 def _chain_section(summary: RunSummary) -> str:
     rows = []
     for name, n in summary.nodes.items():
-        if n.chain_verifies is None:
-            verifies = f"no store ({n.chain_problem})"
-        else:
-            verifies = "yes" if n.chain_verifies else f"no ({n.chain_problem})"
+        verifies = _verifies(n)
         rows.append(
             (
                 name,
@@ -797,9 +1143,141 @@ def _chain_section(summary: RunSummary) -> str:
     )
 
 
+def _pow_chain_section(data: RunData, summary: RunSummary) -> str:
+    """BLADE-FL's blocks: every client mines, so who mined what and at which cost."""
+    rows = []
+    for name, n in summary.nodes.items():
+        verifies = _verifies(n)
+        rows.append(
+            (
+                name,
+                "n/a" if n.blocks is None else str(n.blocks),
+                _num(n.tx_per_block_mean),
+                "n/a" if n.tx_per_block_min is None else str(n.tx_per_block_min),
+                "n/a" if n.blocks_mined is None else str(n.blocks_mined),
+                _num(n.forks, 0),
+                _num(n.mining_searches, 0),
+                _seconds(n.mining_seconds_per_search),
+                _big(n.pow_hashes),
+                _big(n.hash_rate),
+                verifies,
+            )
+        )
+    reference = reference_chain(data)
+    hashes = [n.pow_hashes for n in summary.nodes.values() if n.pow_hashes is not None]
+    mining = _mean(data.metrics.series(name, "mining_seconds").last for name in data.nodes)
+    lines = [
+        f"- difficulty (run.json `pow_difficulty`): {_big(summary.pow_difficulty)} expected "
+        "hashes per block",
+        f"- network hash rate: {_big(sum(hashes) if hashes else None)} hashes (all nodes) / "
+        f"{_seconds(mining)} (mean mining_seconds) = {_big(summary.network_hash_rate)} hashes "
+        "per wall second",
+    ]
+    if summary.pow_difficulty and summary.network_hash_rate:
+        lines.append(
+            "- expected time to a block at that rate: difficulty / network hash rate = "
+            f"{_seconds(summary.pow_difficulty / summary.network_hash_rate)}"
+        )
+    lines.append(
+        f"- blocks mined are counted on {reference}'s chain (the longest that verifies)"
+        if reference
+        else "- blocks mined: no BLADE-FL chain store to count them on"
+    )
+    return (
+        "## Blockchain (BLADE-FL)\n\n"
+        "From each node's chain store and its counters in metrics.csv. Models/block = the "
+        "models (transactions) a mined block holds; blocks mined = blocks whose header names "
+        "the node as miner; forks = competing valid blocks the node saw. A mining search ends "
+        "when the node finds a block or a peer's block wins; time/search = mining_seconds / "
+        "mining_searches (wall time). Hashes/CPU s = pow_hashes / the node's CPU seconds in "
+        "task `mine`.\n\n"
+        + _table(
+            (
+                "node",
+                "blocks",
+                "models/block mean",
+                "models/block min",
+                "blocks mined",
+                "forks seen",
+                "mining searches",
+                "mining time/search",
+                "hashes",
+                "hashes/CPU s",
+                "chain verifies",
+            ),
+            rows,
+            "-nnnnnnnnn-",
+        )
+        + "\n"
+        + "\n".join(lines)
+        + "\n\n![chain height over time](plots/chain.png)\n"
+    )
+
+
+def _plagiarism_section(data: RunData, summary: RunSummary) -> str:
+    if summary.protocol != BLADE_PROTOCOL and data.rounds is None:
+        return ""
+    title = "## Lazy clients (plagiarism)\n\n"
+    if data.rounds is None:
+        return title + f"No node left a {ROUNDS_FILE}: no resemblance figures.\n"
+    if not summary.plagiarism:
+        return title + f"{data.rounds.source}'s {ROUNDS_FILE} holds no resemblance entries.\n"
+    rows = [
+        (
+            name,
+            v.behaviour or "unknown",
+            str(v.rounds),
+            _num(v.model_cosine, 4),
+            _num(v.update_cosine, 3),
+            _num(v.copy_coefficient, 3),
+            _sci(v.difference_std),
+            f"{v.nearest} ({v.nearest_rounds}/{v.rounds})",
+            "**suspected**" if v.suspected else "honest-looking",
+        )
+        for name, v in summary.plagiarism.items()
+    ]
+    return (
+        title
+        + f"From {data.rounds.source}'s {ROUNDS_FILE} ({len(data.rounds.rounds)} blocks; every "
+        "client computes the same table). For each model of a block, the nearest peer is the "
+        "one whose update it holds most of; the figures are means over the blocks that held the "
+        "model. How to read it: a noisy copy of a peer's model shows a difference std about the "
+        "noise's sigma (0.1 for sigma² = 0.01), a copy coefficient near 1 and an update cosine "
+        "near 0; honest clients differ from each other by far less (about 0.001) with a model "
+        "cosine about 1. Suspected = mean difference std at least "
+        f"{LAZY_FACTOR:.0f}x the median over all clients.\n\n"
+        + _table(
+            (
+                "node",
+                "behaviour (run.json)",
+                "blocks",
+                "model cosine",
+                "update cosine",
+                "copy coefficient",
+                "difference std",
+                "nearest (blocks)",
+                "verdict",
+            ),
+            rows,
+            "--nnnnn--",
+        )
+        + f"\n![difference to the nearest peer per round](plots/{PLAGIARISM_PLOT})\n"
+    )
+
+
+def _sci(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2e}"
+
+
 def _counters_section(data: RunData, summary: RunSummary) -> str:
     rows = [
-        (name, *(_num(n.counters[m], 0) for m in COUNTER_METRICS))
+        (
+            name,
+            *(
+                _big(n.counters[m]) if m == "bytes_sent" else _num(n.counters[m], 0)
+                for m in COUNTER_METRICS
+            ),
+        )
         for name, n in summary.nodes.items()
     ]
     text = f"## Counters (last value in {METRICS_FILE})\n\n" + _table(

@@ -42,10 +42,8 @@ def _plain_value(descriptor: FieldDescriptor, value: Any) -> Any:
 def export_lines(store: ChainStore) -> Iterator[str]:
     yield json.dumps({"height": 0, "genesis": to_plain(store.genesis)}, sort_keys=True)
     for height, _, data in store.blocks():
-        block = decode(pb.Block, data)
-        line = {
-            "height": height,
-            "confirmed_fraction": round(confirmed_fraction(block), 6),
-            "block": to_plain(block),
-        }
+        block = decode(store.format.message, data)
+        line: dict[str, Any] = {"height": height, "block": to_plain(block)}
+        if isinstance(block, pb.Block):
+            line["confirmed_fraction"] = round(confirmed_fraction(block), 6)
         yield json.dumps(line, sort_keys=True)

@@ -9,36 +9,43 @@ restarted on its data directory, and finally the run directory and report it lea
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import os
 import random
 import signal
 import subprocess
 import sys
-import threading
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from node.ledger import records
 from node.ledger.errors import RejectReason
 from node.ledger.keys import NodeKey
 from node.ledger.store import ChainStore
-from node.service.peers import CHANNEL_OPTIONS, SERVICE
-from orchestrator.datasets import DATA_DIR_ENV, ensure_dataset
 from orchestrator.report import SUMMARY_FILE, render_report
-from orchestrator.runtimes.local import LocalNode, LocalRun, Progress, drive, write_run_json
-from orchestrator.spec import ExperimentSpec, load_spec, with_overrides
+from orchestrator.spec import load_spec, with_overrides
 from proto.dfl.v1 import node_pb2, node_pb2_grpc
 from proto.dfl.v1 import records_pb2 as pb
+from tests.integration.live import (
+    READY_TIMEOUT,
+    LiveNetwork,
+    alive,
+    channel,
+    height,
+    rejected,
+    running,
+    scrape,
+    status,
+    status_or_none,
+    submit,
+    total,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +59,6 @@ OVERRIDES = {
     "evaluation.interval": "4s",
     "evaluation.test_samples": 500,
 }
-READY_TIMEOUT = 120.0
 TARGET = 0  # the node that gets the bad input
 VICTIM = 2  # the node that is killed and restarted
 MIN_ACCURACY = 0.3  # ten classes: chance is 0.1
@@ -61,165 +67,11 @@ MIN_ACCURACY = 0.3  # ten classes: chance is 0.1
 # --- the network ---------------------------------------------------------------------------------
 
 
-class LiveNetwork:
-    """A LocalRun whose driver (injection and sampling) runs on a thread until `finish`."""
-
-    def __init__(self, spec: ExperimentSpec, out: Path) -> None:
-        self.out = out
-        self.run = LocalRun(spec, out, tolerate_exits=True)  # one test kills a node on purpose
-        self.error: BaseException | None = None
-        self.crash: tuple[float, float] | None = None  # (killed, back) in Unix seconds
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run_driver, name="local-run", daemon=True)
-        self._began = 0.0
-        self.finished = False
-
-    @property
-    def nodes(self) -> list[LocalNode]:
-        return self.run.nodes
-
-    def start(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "spec.yaml").write_text(self.run.spec.to_yaml())
-        self.run.prepare()
-        for node in self.nodes:
-            self.run.start(node)
-        self._began = time.monotonic()
-        self._thread.start()
-        wait_for(
-            lambda: all(node.address for node in self.nodes),
-            READY_TIMEOUT,
-            "every node answering GetStatus",
-            self,
-        )
-
-    def _run_driver(self) -> None:
-        async def main() -> None:
-            self._stop = asyncio.Event()
-            self._loop = asyncio.get_running_loop()
-            await drive(self.run, Progress(0, enabled=False), self._stop)
-
-        try:
-            asyncio.run(main())
-        except BaseException as error:  # reported by wait_for and finish
-            self.error = error
-
-    def check(self) -> None:
-        if self.error is not None:
-            raise AssertionError(f"the run's driver failed: {self.error!r}") from self.error
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self._began
-
-    def finish(self) -> None:
-        """Stops injection and sampling, then every node (SIGTERM), and writes run.json."""
-        if self.finished:
-            return
-        self.finished = True
-        try:
-            if self._loop is not None and self._stop is not None and self._thread.is_alive():
-                self._loop.call_soon_threadsafe(self._stop.set)
-            if self._thread.is_alive():
-                self._thread.join(timeout=60)
-        finally:
-            self.run.stop_all()
-        if self.run.started_at:
-            elapsed = time.time() - self.run.started_at
-            self.run.spec = with_overrides(self.run.spec, {"duration": round(elapsed, 1)})
-        write_run_json(self.run)
-
-
-def wait_for(
-    condition: Callable[[], Any], timeout: float, what: str, network: LiveNetwork | None = None
-) -> Any:
-    """Polls `condition` until it returns something true; fails naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if network is not None:
-            network.check()
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
-
-
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNetwork]:
-    data = Path(os.environ.get(DATA_DIR_ENV) or REPO_ROOT / "data")
-    ensure_dataset("mnist", data)
     spec = with_overrides(load_spec(SMOKE_SPEC), OVERRIDES)
-    live = LiveNetwork(spec, tmp_path_factory.mktemp("local-run"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(DATA_DIR_ENV, str(data))  # the driver loads the dataset by name
-        try:
-            live.start()
-            yield live
-        finally:
-            try:
-                live.finish()
-            finally:
-                live.run.stop_all()  # again: whatever finish did not get to is stopped now
-
-
-# --- talking to a node ---------------------------------------------------------------------------
-
-
-def channel(node: LocalNode) -> grpc.Channel:
-    return grpc.insecure_channel(node.target, options=CHANNEL_OPTIONS)
-
-
-def status(node: LocalNode, timeout: float = 5.0) -> node_pb2.NodeStatus:
-    with channel(node) as ch:
-        return node_pb2_grpc.NodeStub(ch).GetStatus(node_pb2.StatusRequest(), timeout=timeout)
-
-
-def status_or_none(node: LocalNode) -> node_pb2.NodeStatus | None:
-    try:
-        return status(node, timeout=2.0)
-    except grpc.RpcError:
-        return None
-
-
-def height(node: LocalNode) -> int:
-    return status(node).chain_height
-
-
-def alive(node: LocalNode) -> bool:
-    return node.process is not None and node.process.poll() is None
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(node: LocalNode) -> Samples:
-    """Every sample of the node's /metrics, parsed by prometheus_client's own parser."""
-    url = f"http://127.0.0.1:{node.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of `name`'s samples whose labels include `labels`."""
-    wanted = set(labels.items())
-    return sum(
-        value for (sample, have), value in samples.items() if sample == name and wanted <= have
-    )
-
-
-def rejected(samples: Samples) -> dict[str, float]:
-    return {
-        reason.label: total(samples, "dfl_rejected_total", reason=reason.label)
-        for reason in RejectReason
-    }
+    with running(spec, tmp_path_factory.mktemp("local-run")) as live:
+        yield live
 
 
 # --- 1. the metrics endpoint ---------------------------------------------------------------------
@@ -270,22 +122,6 @@ def test_metrics_endpoint_parses_and_its_counters_move(network: LiveNetwork) -> 
 
 
 # --- 2. bad input over the real gRPC port --------------------------------------------------------
-
-
-def submit(
-    ch: grpc.Channel, method: str, payload: bytes, timeout: float = 30.0
-) -> grpc.RpcError | None:
-    """Sends raw bytes to one of the record-carrying RPCs; the error, or None when accepted."""
-    call = ch.unary_unary(
-        f"/{SERVICE}/{method}",
-        request_serializer=lambda b: b,
-        response_deserializer=lambda b: b,
-    )
-    try:
-        call(payload, timeout=timeout)
-    except grpc.RpcError as error:
-        return error
-    return None
 
 
 def test_bad_input_is_refused_counted_and_survived(network: LiveNetwork) -> None:

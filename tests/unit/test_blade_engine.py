@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from node.protocol.blade import (
     VoteReceived,
 )
 from node.protocol.common import MessageKind, SamplesCollected, TransactionReceived
+from orchestrator import cli
 from proto.dfl.v1 import records_pb2 as pb
 from tests.support import (
     BLADE_DIFFICULTY,
@@ -286,3 +288,20 @@ def test_the_store_refuses_a_mined_block_edited_after_the_fact(
     with pytest.raises(ChainCorrupted) as corrupted:
         ChainStore.open(path)
     assert (corrupted.value.height, corrupted.value.reason) == (3, reason)
+
+
+def test_the_chain_commands_verify_and_export_mined_blocks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    network = blade_network(tmp_path, CONFIG)
+    network.run(60.0)
+    for node in network.nodes.values():
+        node.store.close()
+    assert cli.main(["chain", "verify", str(tmp_path / "n2")]) == 0
+    assert "OK: 5 blocks, 20 transactions" in capsys.readouterr().out
+    assert cli.main(["chain", "export", str(tmp_path / "n2")]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["height"] for line in lines] == list(range(CONFIG.rounds + 1))
+    mined = lines[1]["block"]
+    assert mined["header"]["height"] == 1 and len(mined["transactions"]) == 4
+    assert "model" not in mined["transactions"][0]  # blocks hold the models' digests only

@@ -205,6 +205,29 @@ def test_chain_statistics_follow_the_engine_configuration(rendered: Path) -> Non
         assert figures["blocks"] == _height(rendered / "nodes" / name / "chain.sqlite") > 0
 
 
+def test_a_dfl_run_has_no_mining_figures_and_no_lazy_clients_section(rendered: Path) -> None:
+    summary = _summary(rendered)
+    assert summary["window_s"] == 30.0  # a 100 s DFL run keeps the 30 s window
+    assert summary["plagiarism"] == {}
+    assert summary["pow_difficulty"] is None and summary["network_hash_rate"] is None
+    for name, figures in summary["nodes"].items():
+        for field in (
+            "pow_hashes",
+            "forks",
+            "blocks_mined",
+            "hash_rate",
+            "mining_searches",
+            "mining_seconds_per_search",
+        ):
+            assert figures[field] is None, (name, field)
+        assert figures["counters"]["bytes_sent"] is None, name  # this run did not record it
+    text = _report(rendered)
+    assert "## Blockchain (paper Table 7 layout)" in text and "BLADE-FL" not in text
+    assert "Lazy clients" not in text
+    assert "| n0 | 20 | n/a | n/a | n/a | n/a |" in text  # counters: bytes sent is n/a
+    assert not (rendered / "plots" / "plagiarism.png").exists()
+
+
 def _height(path: Path) -> int:
     with sqlite3.connect(path) as db:
         return db.execute("SELECT MAX(height) FROM blocks").fetchone()[0]
