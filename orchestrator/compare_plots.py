@@ -15,7 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from orchestrator.plots import _no_data, _save, _stacked, node_colours
+from orchestrator.plots import _finish_cpu_figure, _no_data, _save, _stacked, node_colours
 
 # (times in seconds, mean, min, max over the nodes)
 Band = tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]
@@ -77,12 +77,7 @@ def plot_cpu_comparison(
         )
     summed.set_title("summed over the run's nodes")
     mean.set_title("per node (label: mean blockchain share)")
-    for ax in (summed, mean):
-        ax.set_ylabel("CPU time (s)")
-        ax.grid(axis="y", alpha=0.3)
-        ax.set_axisbelow(True)
-    figure.suptitle(title)
-    return _save(figure, path)
+    return _finish_cpu_figure(figure, (summed, mean), title, path)
 
 
 def _run_bars(

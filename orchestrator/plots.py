@@ -170,7 +170,12 @@ def plot_cpu(
     by_node.set_xlabel("node")
     by_task.set_title(f"per task, {len(nodes)} node(s) summed")
     by_task.set_xlabel("task")
-    for ax in (by_node, by_task):
+    return _finish_cpu_figure(figure, (by_node, by_task), title, path)
+
+
+def _finish_cpu_figure(figure: Figure, axes: Sequence[Axes], title: str, path: Path) -> Path:
+    """The CPU figures' common y axis, grid and title, then saved."""
+    for ax in axes:
         ax.set_ylabel("CPU time (s)")
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)

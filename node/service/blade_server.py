@@ -83,12 +83,14 @@ class BladeNode(NodeBase):
     def __init__(self, config: NodeConfig) -> None:
         super().__init__(config)
         configure_torch(config.torch_threads)
-        protocol = config.blade_config()
+        behaviour = make_behaviour(config.behaviour, **config.behaviour_options)
+        # by the built behaviour's name, so that an alias ("plagiarist") is lazy too
+        protocol = config.blade_config(lazy=behaviour.name == "lazy")
         self.host = BladeLearningHost(
             model=config.model,
             seed=config.seed,
             node_seed=config.node_seed,
-            behaviour=make_behaviour(config.behaviour, **config.behaviour_options),
+            behaviour=behaviour,
             dataset_size=protocol.dataset_size,
             batch_size=config.local_batch_size,
             difficulty=config.pow_difficulty,

@@ -81,10 +81,11 @@ class NodeConfig(BaseModel):
         except (TypeError, ValueError) as error:
             raise NodeConfigError(f"dfl: {error}") from None
 
-    def blade_config(self) -> BladeConfig:
+    def blade_config(self, *, lazy: bool = False) -> BladeConfig:
+        """`lazy`: the node's behaviour plagiarizes (the node knows once it has built it)."""
         fields = {k: v for k, v in self.blade.items() if k not in BLADE_HOST_FIELDS}
         try:
-            return BladeConfig(**fields, lazy=self.behaviour == "lazy")
+            return BladeConfig(**fields, lazy=lazy)
         except (TypeError, ValueError) as error:
             raise NodeConfigError(f"blade: {error}") from None
 

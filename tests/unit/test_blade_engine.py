@@ -52,19 +52,26 @@ def chain_hashes(store: ChainStore) -> list[bytes]:
     return [digest for _, digest, _ in store.blocks()]
 
 
+def one_verified_chain(directory: Path) -> dict[str, ChainStore]:
+    """Every client's store, after checking that all hold the same verified chain of K blocks."""
+    stores = stores_of(directory)
+    first = chain_hashes(stores["n0"])
+    assert len(first) == CONFIG.rounds
+    for name, store in stores.items():
+        assert chain_hashes(store) == first, name
+        store.verify()
+    return stores
+
+
 # --- whole rounds ------------------------------------------------------------------------------
 
 
 def test_four_clients_append_the_same_blocks_holding_every_model(tmp_path: Path) -> None:
     network = blade_network(tmp_path, CONFIG)
     network.run(60.0)
-    stores = stores_of(tmp_path)
-    first = chain_hashes(stores["n0"])
-    assert len(first) == CONFIG.rounds
+    stores = one_verified_chain(tmp_path)
     for name, store in stores.items():
-        assert chain_hashes(store) == first, name
-        summary = store.verify()
-        assert summary.transactions == 4 * CONFIG.rounds  # every client's model in every block
+        assert store.verify().transactions == 4 * CONFIG.rounds  # every model in every block
         node = network.nodes[name]
         assert node.engine.finished and not node.rejections
         assert node.host.rounds == list(range(1, CONFIG.rounds + 1))
@@ -79,12 +86,8 @@ def test_simultaneous_miners_fork_every_height_and_all_clients_resolve_it_alike(
     # before it sees anyone else's, and votes for it. The votes split 1-1-1-1.
     network = blade_network(tmp_path, CONFIG, hash_rate=1e9, latency=0.4)
     network.run(60.0)
-    stores = stores_of(tmp_path)
-    first = chain_hashes(stores["n0"])
-    assert len(first) == CONFIG.rounds
-    for name, store in stores.items():
-        assert chain_hashes(store) == first, name
-        store.verify()
+    stores = one_verified_chain(tmp_path)
+    for name in stores:
         counters = network.nodes[name].engine.state.counters
         assert counters["forks"] >= CONFIG.rounds and counters["ties_broken"] == CONFIG.rounds
     miners = {stores["n0"].block(h).header.miner for h in range(1, CONFIG.rounds + 1)}
