@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import grpc
 
@@ -32,9 +33,16 @@ def sample_batch(stream: SampleStream, count: int) -> node_pb2.SampleBatch:
 
 
 async def inject(
-    stub: node_pb2_grpc.NodeStub, stream: SampleStream, rate: float, stop: asyncio.Event
+    stub: node_pb2_grpc.NodeStub,
+    stream: SampleStream,
+    rate: float,
+    stop: asyncio.Event,
+    on_accepted: Callable[[int], None] | None = None,
 ) -> int:
-    """Sends `rate` samples per second until `stop` is set; returns how many were accepted."""
+    """Sends `rate` samples per second until `stop` is set; returns how many were accepted.
+
+    `on_accepted` hears each batch's accepted count as it arrives (the exporter's counter).
+    """
     loop = asyncio.get_running_loop()
     interval = 1.0 / BATCHES_PER_SECOND
     due, owed, accepted = loop.time(), 0.0, 0
@@ -51,6 +59,8 @@ async def inject(
             try:
                 summary = await stub.InjectSamples(batches(), timeout=10.0)
                 accepted += summary.accepted
+                if on_accepted is not None:
+                    on_accepted(summary.accepted)
             except grpc.aio.AioRpcError as error:
                 log.debug("injection failed: %s", error.code().name)
         due += interval

@@ -93,7 +93,16 @@ COUNTER_METRICS = (
 )
 # BLADE-FL's mining counters (cumulative), shown in its blockchain section.
 POW_METRICS = ("pow_hashes", "mining_seconds", "mining_searches", "forks")
-KNOWN_METRICS = {"accuracy_test", "accuracy_local", "chain_height", *COUNTER_METRICS, *POW_METRICS}
+# What a container's cgroup says (the docker runtime only): memory now, CPU since it started.
+CONTAINER_METRICS = ("memory_bytes", "cgroup_cpu_seconds")
+KNOWN_METRICS = {
+    "accuracy_test",
+    "accuracy_local",
+    "chain_height",
+    *COUNTER_METRICS,
+    *POW_METRICS,
+    *CONTAINER_METRICS,
+}
 CPU_METRIC_PREFIX = "cpu_seconds:"
 
 
@@ -122,6 +131,8 @@ class RunInfo:
     duration_s: float
     nodes: tuple[NodeSpec, ...]
     pow_difficulty: float | None = None  # BLADE-FL: expected hashes per block
+    # docker runtime: each container's health states, counted at every sample
+    health: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def node_names(self) -> dict[str, str]:
         """Hex address -> node name, for the nodes whose address run.json gives."""
@@ -300,6 +311,10 @@ def _read_run_info(directory: Path) -> RunInfo:
             duration_s=float(raw.get("duration_s", 0.0)),
             nodes=nodes,
             pow_difficulty=_optional_float(raw.get("pow_difficulty")),
+            health={
+                str(name): {str(state): int(count) for state, count in states.items()}
+                for name, states in raw.get("health", {}).items()
+            },
         )
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise NotARunDirectory(f"{path} is not a valid run description: {error!r}") from None
@@ -561,6 +576,10 @@ class NodeSummary:
     hash_rate: float | None  # BLADE-FL: pow_hashes / CPU seconds of task "mine"
     mining_searches: float | None  # BLADE-FL: searches (one per round the node mined)
     mining_seconds_per_search: float | None  # BLADE-FL: mining_seconds / mining_searches
+    # docker runtime: the container's cgroup, sampled with the other metrics
+    memory_peak_bytes: float | None
+    memory_mean_bytes: float | None
+    cgroup_cpu_seconds: float | None
 
     @property
     def bytes_sent(self) -> float | None:
@@ -735,6 +754,11 @@ def _summarize_node(
         mining_seconds_per_search=mining_seconds / searches
         if mining_seconds is not None and searches
         else None,
+        memory_peak_bytes=max(memory.values)
+        if (memory := metrics.series(name, "memory_bytes")).values
+        else None,
+        memory_mean_bytes=_mean(memory.values),
+        cgroup_cpu_seconds=metrics.series(name, "cgroup_cpu_seconds").last,
     )
 
 
@@ -892,6 +916,7 @@ def report_markdown(data: RunData, summary: RunSummary) -> str:
         if summary.protocol == BLADE_PROTOCOL
         else _chain_section(summary),
         _plagiarism_section(data, summary),
+        _containers_section(data, summary),
         _counters_section(data, summary),
         _appendix(data),
     ]
@@ -1263,6 +1288,61 @@ def _plagiarism_section(data: RunData, summary: RunSummary) -> str:
         )
         + f"\n![difference to the nearest peer per round](plots/{PLAGIARISM_PLOT})\n"
     )
+
+
+def _containers_section(data: RunData, summary: RunSummary) -> str:
+    """Memory and CPU per container from its cgroup, and how its health checks went."""
+    nodes = summary.nodes
+    if all(n.memory_peak_bytes is None for n in nodes.values()) and not data.info.health:
+        return ""
+    health = data.info.health
+    rows = [
+        (
+            name,
+            _mib(n.memory_mean_bytes),
+            _mib(n.memory_peak_bytes),
+            _num(n.cgroup_cpu_seconds),
+            _health_text(health.get(name, {})),
+        )
+        for name, n in nodes.items()
+    ]
+    peaks = [n.memory_peak_bytes for n in nodes.values() if n.memory_peak_bytes is not None]
+    unhealthy = sorted(name for name, states in health.items() if states.get("unhealthy"))
+    lines = []
+    if peaks:
+        lines.append(
+            f"- memory per container: mean of peaks {_mib(_mean(peaks))}, largest "
+            f"{_mib(max(peaks))}, all containers together at their peaks {_mib(sum(peaks))}"
+        )
+    if health:
+        lines.append(
+            "- health: "
+            + (
+                f"**unhealthy at some sample: {', '.join(unhealthy)}**"
+                if unhealthy
+                else "no container was seen unhealthy"
+            )
+        )
+    return (
+        "## Containers\n\n"
+        "From each container's cgroup: memory less inactive page cache (what `docker stats` "
+        "shows), sampled with the other metrics, and the container's CPU seconds since it "
+        "started. Health: how often each Docker health state was seen at the samples.\n\n"
+        + _table(
+            ("node", "memory mean", "memory peak", "cgroup CPU s", "health at samples"),
+            rows,
+            numeric="-nnn-",
+        )
+        + ("\n" + "\n".join(lines) + "\n" if lines else "")
+    )
+
+
+def _mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:,.0f} MiB"
+
+
+def _health_text(states: Mapping[str, int]) -> str:
+    return ", ".join(f"{state} {count}" for state, count in sorted(states.items())) or "n/a"
 
 
 def _sci(value: float | None) -> str:

@@ -390,6 +390,27 @@ class EvaluationSpec(_Model):
         return self.interval
 
 
+_MEMORY = re.compile(r"[1-9][0-9]*[bkmg]?")
+
+
+class ResourcesSpec(_Model):
+    """Per-node limits for the container runtimes (ignored by local processes and the sim).
+
+    On a shared machine a limit keeps one runaway node from starving the rest, and the memory
+    figure is what a user sizes a bigger deployment from.
+    """
+
+    cpus: Float | None = Field(None, gt=0)  # CPU cores per node, e.g. 0.5
+    memory: str | None = None  # Docker's notation: 768m, 2g
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, text: str | None) -> str | None:
+        if text is not None and not _MEMORY.fullmatch(text.strip().lower()):
+            raise ValueError(f"{text!r}: write bytes with a unit, as Docker does: 768m, 2g")
+        return None if text is None else text.strip().lower()
+
+
 class ExperimentSpec(_Model):
     """One experiment, whatever runs it."""
 
@@ -404,6 +425,7 @@ class ExperimentSpec(_Model):
     dfl: DflSection = Field(default_factory=DflSection)
     blade: BladeSection | None = None
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     @field_validator("name")
     @classmethod

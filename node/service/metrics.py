@@ -36,7 +36,7 @@ from prometheus_client import (
     Info,
     make_wsgi_app,
 )
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from node.ledger.errors import RejectReason
@@ -46,6 +46,7 @@ from node.service.profiler import (
     TASKS,
     Profiler,
     cgroup_cpu_seconds,
+    cgroup_memory_bytes,
     process_cpu_seconds,
 )
 
@@ -69,6 +70,7 @@ class ProfilerCollector(Collector):
         yield CounterMetricFamily("dfl_cpu_seconds", "", labels=("task", "category"))
         yield CounterMetricFamily("dfl_process_cpu_seconds", "")
         yield CounterMetricFamily("dfl_cgroup_cpu_seconds", "")
+        yield GaugeMetricFamily("dfl_cgroup_memory_bytes", "")
 
     def collect(self) -> Iterable[Metric]:
         totals = self._profiler.totals()
@@ -92,6 +94,13 @@ class ProfilerCollector(Collector):
                 "dfl_cgroup_cpu_seconds",
                 "CPU time of the node's cgroup: the whole container when run in Docker.",
                 value=cgroup,
+            )
+        memory = cgroup_memory_bytes()
+        if memory is not None:
+            yield GaugeMetricFamily(
+                "dfl_cgroup_memory_bytes",
+                "Memory of the node's cgroup less inactive page cache: the container's, in Docker.",
+                value=memory,
             )
 
 

@@ -288,6 +288,37 @@ def cgroup_cpu_seconds(root: Path | str = "/sys/fs/cgroup") -> float | None:
     return None
 
 
+def cgroup_memory_bytes(root: Path | str = "/sys/fs/cgroup") -> float | None:
+    """Memory charged to this process's cgroup less its inactive page cache, or None.
+
+    That is the figure `docker stats` shows: the page cache a container's reads leave behind can
+    be reclaimed at any time, so counting it would blame the node for the kernel's caching.
+    """
+    root = Path(root)
+    v2_paths, v1_paths = _own_cgroup_paths()
+    for base in _candidates(root, v2_paths.get("", "/")):
+        usage = _read_int(base / "memory.current")
+        if usage is not None:
+            return float(usage - _stat_value(base / "memory.stat", "inactive_file"))
+    for base in _candidates(root / "memory", v1_paths.get("memory", "/")):
+        usage = _read_int(base / "memory.usage_in_bytes")
+        if usage is not None:
+            return float(usage - _stat_value(base / "memory.stat", "total_inactive_file"))
+    return None
+
+
+def _stat_value(path: Path, name: str) -> int:
+    try:
+        text = path.read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return int(value)
+    return 0
+
+
 def _candidates(mount: Path, own: str) -> Iterator[Path]:
     relative = own.strip("/")
     if relative:

@@ -1,4 +1,4 @@
-"""`dfl run SPEC --runtime local --out DIR`: run an experiment and write its report."""
+"""`dfl run SPEC --runtime local|docker --out DIR`: run an experiment and write its report."""
 
 from __future__ import annotations
 
@@ -6,7 +6,34 @@ import argparse
 import sys
 from pathlib import Path
 
-RUNTIMES = ("local",)
+from orchestrator.spec import ExperimentSpec
+
+RUNTIMES = ("local", "docker")
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
+    """SPEC and --set, shared by the commands that read an experiment spec."""
+    parser.add_argument("spec", type=Path, metavar="SPEC", help="experiment YAML")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override a spec field, e.g. --set duration=60 --set nodes.distribution=labels:2",
+    )
+
+
+def spec_from_args(args: argparse.Namespace) -> ExperimentSpec | None:
+    """The spec with its overrides, or None after printing what is wrong with it."""
+    from orchestrator.spec import SpecError, load_spec, parse_override, with_overrides
+
+    try:
+        spec = load_spec(args.spec)
+        overrides = dict(parse_override(item) for item in args.set)
+        return with_overrides(spec, overrides) if overrides else spec
+    except SpecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -16,40 +43,53 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Starts the spec's nodes on the chosen runtime, injects samples at the "
         "spec's rate, samples accuracy and CPU into DIR/metrics.csv, stops at the spec's "
         "duration (or Ctrl-C, which still writes the report), and writes DIR/report.md, "
-        "DIR/plots/*.png and each node's data directory (keys, chain, log) under DIR/nodes/.",
+        "DIR/plots/*.png and each node's data directory (keys, chain, log) under DIR/nodes/. "
+        "Runtimes: local (one process per node on 127.0.0.1) and docker (one container per "
+        "node on a network of the run's own, with Prometheus alongside; needs the "
+        "dfl-testbed image, see README).",
     )
-    parser.add_argument("spec", type=Path, metavar="SPEC", help="experiment YAML")
+    add_spec_arguments(parser)
     parser.add_argument("--runtime", choices=RUNTIMES, default="local")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a spec field, e.g. --set duration=60 --set nodes.distribution=labels:2",
-    )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="docker: leave the containers, network and volumes in place after the run",
+    )
+    parser.add_argument(
+        "--image",
+        default=None,
+        help="docker: the node image (default: $DFL_IMAGE, else dfl-testbed:latest)",
+    )
     parser.set_defaults(handler=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from orchestrator.driver import RunFailed
     from orchestrator.report import render_report
-    from orchestrator.runtimes.local import RunFailed, run_local
-    from orchestrator.spec import SpecError, load_spec, parse_override, with_overrides
 
-    try:
-        spec = load_spec(args.spec)
-        overrides = dict(parse_override(item) for item in args.set)
-        if overrides:
-            spec = with_overrides(spec, overrides)
-    except SpecError as error:
-        print(f"error: {error}", file=sys.stderr)
+    spec = spec_from_args(args)
+    if spec is None:
         return 2
     if args.out.exists() and any(args.out.iterdir()):
         print(f"error: {args.out} is not empty; choose a new --out", file=sys.stderr)
         return 2
     try:
-        run_local(spec, args.out, progress=not args.quiet)
+        if args.runtime == "docker":
+            from orchestrator.runtimes.docker import DockerUnavailable, run_docker
+
+            try:
+                run_docker(
+                    spec, args.out, progress=not args.quiet, keep=args.keep, image=args.image
+                )
+            except DockerUnavailable as error:
+                print(f"error: {error}", file=sys.stderr)
+                return 2
+        else:
+            from orchestrator.runtimes.local import run_local
+
+            run_local(spec, args.out, progress=not args.quiet)
     except RunFailed as error:
         print(f"error: {error}", file=sys.stderr)
         render_report(args.out)

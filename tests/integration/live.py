@@ -23,7 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from node.ledger.errors import RejectReason
 from node.service.peers import CHANNEL_OPTIONS, SERVICE
 from orchestrator.datasets import DATA_DIR_ENV, ensure_dataset
-from orchestrator.runtimes.local import LocalNode, LocalRun, Progress, drive, write_run_json
+from orchestrator.driver import Progress, drive
+from orchestrator.runtimes.local import LocalNode, LocalRun, write_run_json
 from orchestrator.spec import ExperimentSpec, with_overrides
 from proto.dfl.v1 import node_pb2, node_pb2_grpc
 
@@ -68,7 +69,13 @@ class LiveNetwork:
         async def main() -> None:
             self._stop = asyncio.Event()
             self._loop = asyncio.get_running_loop()
-            await drive(self.run, Progress(0, enabled=False), self._stop)
+            await drive(
+                self.run,
+                Progress(None, enabled=False),
+                self._stop,
+                metrics_csv=self.out / "metrics.csv",
+                duration=self.run.spec.duration_seconds,
+            )
 
         try:
             asyncio.run(main())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from node.service.profiler import Profiler, cgroup_cpu_seconds
+from node.service.profiler import Profiler, cgroup_cpu_seconds, cgroup_memory_bytes
 
 TOLERANCE = 0.02  # seconds of CPU a scope may gain from bookkeeping and clock granularity
 
@@ -255,6 +255,20 @@ def test_cgroup_v1_usage_is_read_in_seconds(tmp_path: Path) -> None:
 
 def test_cgroup_reader_returns_none_without_a_cgroup(tmp_path: Path) -> None:
     assert cgroup_cpu_seconds(tmp_path) is None
+    assert cgroup_memory_bytes(tmp_path) is None
+
+
+def test_cgroup_v2_memory_leaves_out_inactive_page_cache(tmp_path: Path) -> None:
+    (tmp_path / "memory.current").write_text("500000000\n")
+    (tmp_path / "memory.stat").write_text("anon 300000000\ninactive_file 100000000\n")
+    assert cgroup_memory_bytes(tmp_path) == 400_000_000
+
+
+def test_cgroup_v1_memory_leaves_out_inactive_page_cache(tmp_path: Path) -> None:
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "memory.usage_in_bytes").write_text("360000000\n")
+    (tmp_path / "memory" / "memory.stat").write_text("cache 5\ntotal_inactive_file 60000000\n")
+    assert cgroup_memory_bytes(tmp_path) == 300_000_000
 
 
 def test_overhead_per_scope_is_reported(capsys: pytest.CaptureFixture[str]) -> None:

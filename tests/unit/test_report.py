@@ -318,3 +318,29 @@ def test_cli_exits_2_when_dir_is_not_a_run(tmp_path: Path, capsys) -> None:
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "is not a run directory" in capsys.readouterr().err
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_local_run_has_no_containers_section(rendered: Path) -> None:
+    assert "## Containers" not in _report(rendered)
+    assert all(n["memory_peak_bytes"] is None for n in _summary(rendered)["nodes"].values())
+
+
+def test_a_docker_run_reports_memory_per_container_and_health(run_dir: Path) -> None:
+    with (run_dir / "metrics.csv").open("a") as metrics:
+        for t, mib in ((10, 200), (20, 260), (30, 230)):
+            metrics.write(f"{t},n0,memory_bytes,{mib * 2**20}\n")
+        metrics.write("30,n0,cgroup_cpu_seconds,12.5\n")
+    info = json.loads((run_dir / "run.json").read_text())
+    info["runtime"] = "docker"
+    info["health"] = {"n0": {"starting": 2, "healthy": 9}, "n1": {"healthy": 8, "unhealthy": 1}}
+    (run_dir / "run.json").write_text(json.dumps(info))
+    render_report(run_dir)
+
+    n0 = _summary(run_dir)["nodes"]["n0"]
+    assert n0["memory_peak_bytes"] == 260 * 2**20
+    assert n0["memory_mean_bytes"] == pytest.approx(230 * 2**20)
+    assert n0["cgroup_cpu_seconds"] == 12.5
+    text = _report(run_dir)
+    assert "| n0 | 230 MiB | 260 MiB | 12.50 | healthy 9, starting 2 |" in text
+    assert "| n2 | n/a | n/a | n/a | n/a |" in text
+    assert "**unhealthy at some sample: n1**" in text

@@ -444,3 +444,14 @@ def test_blade_spec_round_trips_through_yaml(blade_smoke: ExperimentSpec) -> Non
     from orchestrator.spec import parse_yaml
 
     assert parse_yaml(blade_smoke.to_yaml()) == blade_smoke
+
+
+def test_resources_take_dockers_notation_and_name_the_field() -> None:
+    spec = with_overrides(
+        load_spec(SMOKE),
+        {"resources.cpus": 0.5, "resources.memory": "768M"},
+    )
+    assert (spec.resources.cpus, spec.resources.memory) == (0.5, "768m")
+    for field, value in (("resources.memory", "1.5g"), ("resources.cpus", 0)):
+        with pytest.raises(SpecError, match=field):
+            with_overrides(spec, {field: value})

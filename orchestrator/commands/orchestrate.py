@@ -1,0 +1,173 @@
+"""`dfl orchestrate SPEC --node NAME=HOST:PORT ...`: drive nodes someone else started.
+
+This is the orchestrator service of the compose stack: the nodes are containers Compose started,
+so this only injects each node's share of the dataset, measures every node's model on the common
+test set and serves those figures on /metrics for Prometheus, until it is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from orchestrator.commands.run import add_spec_arguments, spec_from_args
+from orchestrator.spec import ExperimentSpec
+
+RATE_ENV = "DFL_INJECTION_RATE"
+
+
+@dataclass
+class RemoteNode:
+    """A node reached over the network; its metrics on the same host."""
+
+    index: int
+    name: str
+    host: str
+    port: int
+    metrics_port: int
+    address: str = ""
+
+    @property
+    def target(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://{self.host}:{self.metrics_port}/metrics" if self.metrics_port else None
+
+
+def parse_node(text: str, index: int, metrics_port: int) -> RemoteNode:
+    """`node0=node0:50051` (or just `node0:50051`, named after the host)."""
+    name, sep, target = text.partition("=")
+    if not sep:
+        name, target = text.split(":", 1)[0], text
+    host, colon, port = target.rpartition(":")
+    if not colon or not host or not port.isdigit() or not name:
+        raise ValueError(f"--node {text!r}: expected NAME=HOST:PORT, e.g. node0=node0:50051")
+    return RemoteNode(index, name, host, int(port), metrics_port)
+
+
+def injection_rate(flag: float | None, environ: dict[str, str] | os._Environ[str]) -> float | None:
+    """--rate, else $DFL_INJECTION_RATE, else None (the spec's)."""
+    if flag is not None:
+        return flag
+    raw = environ.get(RATE_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = -1.0
+    if rate <= 0:
+        raise ValueError(f"{RATE_ENV}={raw!r}: expected samples per second per node, e.g. 4")
+    return rate
+
+
+@dataclass
+class RemoteFleet:
+    """Nodes started elsewhere: their failures are the stack's business, not a reason to stop."""
+
+    spec: ExperimentSpec
+    nodes: list[RemoteNode]
+    started_at: float = 0.0
+    elapsed: float | None = None
+    tolerate_exits: bool = True
+
+    def failure_of(self, node: RemoteNode) -> str | None:
+        return None
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "orchestrate",
+        help="inject samples into running nodes and export their test-set accuracy",
+        description="Drives nodes that are already running (a compose stack's): streams each "
+        "node its partition of the spec's dataset at the spec's rate ($DFL_INJECTION_RATE or "
+        "--rate overrides it), measures every node's model on the common test set every "
+        "evaluation interval, and serves dfl_test_accuracy{node} on --metrics-port for "
+        "Prometheus. Runs until SIGTERM or Ctrl-C, or for --duration.",
+    )
+    add_spec_arguments(parser)
+    parser.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        required=True,
+        metavar="NAME=HOST:PORT",
+        help="a node's gRPC address, once per node, in the spec's node order",
+    )
+    parser.add_argument(
+        "--node-metrics-port",
+        type=int,
+        default=9100,
+        help="port of each node's /metrics on its host, scraped into metrics.csv (0: none)",
+    )
+    parser.add_argument("--metrics-port", type=int, default=9200, help="this command's /metrics")
+    parser.add_argument("--rate", type=float, default=None, help="samples per second per node")
+    parser.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
+    parser.add_argument("--out", type=Path, default=None, help="write metrics.csv here")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.set_defaults(handler=orchestrate_command)
+
+
+def orchestrate_command(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    spec = spec_from_args(args)
+    if spec is None:
+        return 2
+    try:
+        nodes = [
+            parse_node(text, index, args.node_metrics_port) for index, text in enumerate(args.node)
+        ]
+        rate = injection_rate(args.rate, os.environ)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if len(nodes) != spec.nodes.count:
+        print(
+            f"error: the spec has nodes.count {spec.nodes.count} but {len(nodes)} --node were "
+            f"given; give one --node per node or --set nodes.count={len(nodes)}",
+            file=sys.stderr,
+        )
+        return 2
+
+    from orchestrator.driver import Progress, RunFailed, drive, signals_set
+    from orchestrator.exporter import OrchestratorMetrics
+
+    exporter = OrchestratorMetrics()
+    exporter.serve(args.metrics_port)
+    fleet = RemoteFleet(spec, nodes)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "spec.yaml").write_text(spec.to_yaml())
+    rate_text = f"{rate:g}" if rate is not None else f"{spec.nodes.injection_rate:g} (spec)"
+    print(
+        f"driving {len(nodes)} nodes, {rate_text} samples/s each; metrics on "
+        f":{args.metrics_port}/metrics",
+        flush=True,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        with signals_set(stop):
+            await drive(
+                fleet,
+                Progress(args.duration, not args.quiet),
+                stop,
+                metrics_csv=args.out / "metrics.csv" if args.out is not None else None,
+                exporter=exporter,
+                duration=args.duration,
+                rate=rate,
+            )
+
+    try:
+        asyncio.run(main())
+    except RunFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0

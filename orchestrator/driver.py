@@ -1,0 +1,324 @@
+"""The orchestrator's part of a running experiment, whatever runs the nodes.
+
+Once nodes answer gRPC somewhere (local processes, containers, a compose stack), driving them is
+the same: wait until each answers GetStatus, stream each its partition of the dataset at the
+spec's rate, and every evaluation interval sample each node's status, its model's accuracy on the
+common test set and its /metrics counters into metrics.csv (and, when asked, into the
+orchestrator's own Prometheus metrics). The runtimes only say how to reach a node and whether it
+is still alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import json
+import logging
+import signal
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+from prometheus_client.parser import text_string_to_metric_families
+
+from node.service.peers import CHANNEL_OPTIONS
+from orchestrator.datasets import load_dataset
+from orchestrator.evaluator import TestSetEvaluator
+from orchestrator.exporter import OrchestratorMetrics
+from orchestrator.injector import inject
+from orchestrator.partition import Partition
+from orchestrator.spec import ExperimentSpec
+from proto.dfl.v1 import node_pb2, node_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT = 120.0
+
+
+class RunFailed(Exception):
+    """A run could not start or a node died; the message says which and where its log is."""
+
+
+class DrivenNode(Protocol):
+    """What the driver needs of a node: a name, its partition index and where to reach it."""
+
+    index: int
+    name: str
+    address: str  # filled in by the driver from GetStatus
+
+    @property
+    def target(self) -> str: ...
+
+    @property
+    def metrics_url(self) -> str | None: ...
+
+
+class Fleet(Protocol):
+    """The runtime's side: its nodes and whether each still runs."""
+
+    spec: ExperimentSpec
+    started_at: float
+    elapsed: float | None
+    tolerate_exits: bool
+
+    @property
+    def nodes(self) -> Sequence[DrivenNode]: ...
+
+    def failure_of(self, node: DrivenNode) -> str | None:
+        """None while the node runs; otherwise what happened and where its log is."""
+        ...
+
+
+class MetricsCsv:
+    """metrics.csv in long form: time_s,node,metric,value (one row per value)."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "w", newline="")  # noqa: SIM115 (closed in close)
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(["time_s", "node", "metric", "value"])
+
+    def write(self, time_s: float, node: str, values: dict[str, float]) -> None:
+        for metric, value in values.items():
+            self._writer.writerow([f"{time_s:.2f}", node, metric, f"{value:.6g}"])
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# Prometheus samples summed over their labels into one metrics.csv column each.
+SUMMED_SAMPLES = {
+    "dfl_rejected_total": "rejected",
+    "dfl_bytes_sent_total": "bytes_sent",
+    "dfl_pow_hashes_total": "pow_hashes",
+    "dfl_mining_seconds_sum": "mining_seconds",
+    "dfl_mining_seconds_count": "mining_searches",
+    "dfl_forks_total": "forks",
+}
+# Samples copied as they are, when the node exports them (the cgroup ones only in a container).
+COPIED_SAMPLES = {
+    "dfl_cgroup_memory_bytes": "memory_bytes",
+    "dfl_cgroup_cpu_seconds_total": "cgroup_cpu_seconds",
+}
+
+
+def scrape_node_metrics(url: str) -> dict[str, float]:
+    """CPU seconds by task and category, and the counters the report reads, from /metrics."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    values = dict.fromkeys(SUMMED_SAMPLES.values(), 0.0)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "dfl_cpu_seconds_total":
+                key = f"cpu_seconds:{sample.labels['task']}:{sample.labels['category']}"
+                values[key] = sample.value
+            elif sample.name in SUMMED_SAMPLES:
+                values[SUMMED_SAMPLES[sample.name]] += sample.value
+            elif sample.name in COPIED_SAMPLES:
+                values[COPIED_SAMPLES[sample.name]] = sample.value
+    return values
+
+
+class Progress:
+    """One status line per sample: elapsed time, then accuracy and chain height per node."""
+
+    def __init__(self, duration: float | None, enabled: bool) -> None:
+        self.duration = duration
+        self.enabled = enabled
+
+    def show(self, elapsed: float, rows: dict[str, dict[str, float]]) -> None:
+        if not self.enabled:
+            return
+        parts = [
+            f"{name} acc {row.get('accuracy_test', float('nan')):.3f} "
+            f"blk {int(row.get('chain_height', 0))}"
+            for name, row in rows.items()
+        ]
+        of = f"/{self.duration:.0f}" if self.duration is not None else ""
+        print(f"[{elapsed:6.1f}{of} s] " + " | ".join(parts), flush=True)
+
+
+async def wait_ready(
+    fleet: Fleet, stubs: dict[str, node_pb2_grpc.NodeStub], timeout: float = READY_TIMEOUT
+) -> None:
+    """Until every node answers GetStatus (its address recorded), or RunFailed."""
+    deadline = time.monotonic() + timeout
+    for node in fleet.nodes:
+        while True:
+            failure = fleet.failure_of(node)
+            if failure is not None:
+                raise RunFailed(f"{node.name} stopped while starting: {failure}")
+            try:
+                status = await stubs[node.name].GetStatus(node_pb2.StatusRequest(), timeout=2.0)
+                node.address = status.address.hex()
+                break
+            except grpc.aio.AioRpcError:
+                if time.monotonic() > deadline:
+                    message = f"{node.name} did not answer within {timeout:.0f} s"
+                    raise RunFailed(message) from None
+                await asyncio.sleep(0.5)
+
+
+async def sample(
+    fleet: Fleet, stubs: dict[str, node_pb2_grpc.NodeStub], evaluator: TestSetEvaluator
+) -> dict[str, dict[str, float]]:
+    """Every running node's status, test-set accuracy and /metrics counters, now."""
+    loop = asyncio.get_running_loop()
+    rows: dict[str, dict[str, float]] = {}
+    for node in fleet.nodes:
+        if fleet.failure_of(node) is not None:
+            continue
+        try:
+            status = await stubs[node.name].GetStatus(node_pb2.StatusRequest(), timeout=10.0)
+            model = await stubs[node.name].GetModel(node_pb2.ModelRequest(), timeout=30.0)
+            url = node.metrics_url
+            scraped = await loop.run_in_executor(None, scrape_node_metrics, url) if url else {}
+        except (grpc.aio.AioRpcError, OSError) as error:
+            log.warning("could not sample %s: %s", node.name, error)
+            continue
+        accuracy = await loop.run_in_executor(None, evaluator.accuracy, model.weights)
+        rows[node.name] = {
+            "accuracy_test": accuracy,
+            "accuracy_local": status.local_accuracy,
+            "chain_height": status.chain_height,
+            "transactions_sent": status.transactions_sent,
+            "transactions_received": status.transactions_received,
+            "samples_injected": status.samples_collected,
+            **scraped,
+        }
+    return rows
+
+
+async def drive(
+    fleet: Fleet,
+    progress: Progress,
+    stop: asyncio.Event,
+    *,
+    metrics_csv: Path | None = None,
+    exporter: OrchestratorMetrics | None = None,
+    duration: float | None = None,
+    rate: float | None = None,
+    ready_timeout: float = READY_TIMEOUT,
+) -> None:
+    """Injects, samples and watches the started nodes until `duration` ends or `stop` is set.
+
+    `duration` None runs until `stop` (a compose stack's orchestrator); `rate` overrides the
+    spec's injection rate for every node.
+    """
+    spec = fleet.spec
+    dataset = load_dataset(spec.dataset)
+    partition = Partition.build(
+        spec.nodes.distribution, spec.nodes.count, dataset.train_labels, spec.seed
+    )
+    evaluator = TestSetEvaluator(spec.model, dataset, spec.evaluation.test_samples, seed=spec.seed)
+    channels = {
+        node.name: grpc.aio.insecure_channel(node.target, options=CHANNEL_OPTIONS)
+        for node in fleet.nodes
+    }
+    stubs = {name: node_pb2_grpc.NodeStub(channel) for name, channel in channels.items()}
+    metrics = MetricsCsv(metrics_csv) if metrics_csv is not None else None
+    try:
+        await wait_ready(fleet, stubs, ready_timeout)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        fleet.started_at = time.time()
+        injecting = asyncio.Event()
+        injectors = [
+            asyncio.ensure_future(
+                inject(
+                    stubs[node.name],
+                    partition.stream(node.index, dataset.train_images, dataset.train_labels),
+                    rate if rate is not None else spec.injection_rate_of(node.index),
+                    injecting,
+                    on_accepted=exporter.injected_into(node.name) if exporter else None,
+                )
+            )
+            for node in fleet.nodes
+        ]
+        interval = spec.evaluation.interval_seconds
+        while not stop.is_set():
+            elapsed = loop.time() - start
+            if duration is not None and elapsed >= duration:
+                break
+            wait = interval if duration is None else min(interval, duration - elapsed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=wait)
+            rows = await sample(fleet, stubs, evaluator)
+            elapsed = loop.time() - start
+            for name, values in rows.items():
+                if metrics is not None:
+                    metrics.write(elapsed, name, values)
+                if exporter is not None:
+                    exporter.sampled(name, values)
+            progress.show(elapsed, rows)
+            if spec.blade is not None and _all_rounds_done(fleet, rows, spec.blade.rounds):
+                log.info("every client holds all %d blocks: the run is complete", spec.blade.rounds)
+                break
+            failed = [
+                f"{node.name} ({failure})"
+                for node in fleet.nodes
+                if (failure := fleet.failure_of(node)) is not None
+            ]
+            if failed and not fleet.tolerate_exits:
+                raise RunFailed(f"node(s) stopped during the run: {', '.join(failed)}")
+        fleet.elapsed = loop.time() - start
+        injecting.set()
+        await asyncio.gather(*injectors, return_exceptions=True)
+    finally:
+        if metrics is not None:
+            metrics.close()
+        for channel in channels.values():
+            await channel.close()
+
+
+def _all_rounds_done(fleet: Fleet, rows: dict[str, dict[str, float]], rounds: int) -> bool:
+    return len(rows) == len(fleet.nodes) and all(
+        row.get("chain_height", 0) >= rounds for row in rows.values()
+    )
+
+
+@contextlib.contextmanager
+def signals_set(stop: asyncio.Event) -> Iterator[None]:
+    """Ctrl-C or SIGTERM ends the run early but still cleanly (chains collected, report written)."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def write_run_info(
+    fleet: Fleet,
+    out: Path,
+    runtime: str,
+    peers: dict[str, list[str]],
+    extra: dict[str, Any],
+) -> None:
+    """run.json: what the report needs besides metrics.csv (who ran, how long, who peered)."""
+    spec = fleet.spec
+    info = {
+        "name": spec.name,
+        "runtime": runtime,
+        "protocol": spec.protocol,
+        "started_at": datetime.fromtimestamp(fleet.started_at or time.time(), UTC).isoformat(),
+        "duration_s": spec.duration_seconds if fleet.elapsed is None else fleet.elapsed,
+        **extra,
+        "nodes": [
+            {
+                "name": node.name,
+                "address": node.address,
+                "peers": peers.get(node.name, []),
+                "behaviour": spec.behaviour_of(node.index).name,
+            }
+            for node in fleet.nodes
+        ],
+    }
+    (out / "run.json").write_text(json.dumps(info, indent=2))

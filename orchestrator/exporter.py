@@ -1,0 +1,60 @@
+"""The orchestrator's own Prometheus metrics: what it measures of the nodes from outside.
+
+A node reports accuracy on its own recent samples; only the orchestrator holds the common test
+set, so the fair accuracy (the one the dashboards plot per node) is exported from here, labelled
+with the node it measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+
+class OrchestratorMetrics:
+    """Gauges and counters labelled by node, on a registry of their own."""
+
+    def __init__(self) -> None:
+        self._server: WSGIServer | None = None
+        self.registry = CollectorRegistry()
+        self.test_accuracy = Gauge(
+            "dfl_test_accuracy",
+            "The node's current model on the orchestrator's common test set (0-1).",
+            ("node",),
+            registry=self.registry,
+        )
+        self.samples_injected = Counter(
+            "dfl_orchestrator_samples_injected",
+            "Training samples the orchestrator delivered to the node.",
+            ("node",),
+            registry=self.registry,
+        )
+        self.evaluations = Counter(
+            "dfl_orchestrator_evaluations",
+            "Test-set evaluations of the node's model.",
+            ("node",),
+            registry=self.registry,
+        )
+
+    def injected_into(self, node: str) -> Callable[[int], None]:
+        """A callback for the injector: counts samples the node accepted."""
+        counter = self.samples_injected.labels(node)
+        return counter.inc
+
+    def sampled(self, node: str, values: dict[str, float]) -> None:
+        accuracy = values.get("accuracy_test")
+        if accuracy is not None:
+            self.test_accuracy.labels(node).set(accuracy)
+            self.evaluations.labels(node).inc()
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> None:
+        """/metrics on host:port from a daemon thread, until `close`."""
+        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

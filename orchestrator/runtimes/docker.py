@@ -1,0 +1,408 @@
+"""The `docker` runtime: one container per node, on a network of the run's own.
+
+Everything a run creates carries the label `dfl-testbed.run=<run id>`: a bridge network, a named
+volume per node (its data directory: key, chain, profile), a container per node (the
+`dfl-testbed` image, the spec's CPU and memory limits, its config copied in before it starts)
+and a Prometheus container scraping every node. The orchestrator stays on the host and reaches
+the containers at their addresses on the bridge, so driving them is the same code as for local
+processes (orchestrator/driver.py). At the end, or on Ctrl-C, the nodes get SIGTERM (they close
+their chains), their logs and data directories are copied into the run directory, and the
+containers, network and volumes are removed unless `--keep`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import secrets
+import tarfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orchestrator.driver import Progress, RunFailed, drive, signals_set, write_run_info
+from orchestrator.exporter import OrchestratorMetrics
+from orchestrator.runtimes.local import free_ports
+from orchestrator.runtimes.settings import difficulty_for, experiment_settings
+from orchestrator.spec import ExperimentSpec
+
+log = logging.getLogger(__name__)
+
+IMAGE_ENV = "DFL_IMAGE"
+DEFAULT_IMAGE = "dfl-testbed:latest"
+PROMETHEUS_IMAGE_ENV = "DFL_PROMETHEUS_IMAGE"
+# The offline build (dashboards/prometheus/Dockerfile) first, then the official image.
+PROMETHEUS_IMAGES = ("dfl-prometheus:latest", "prom/prometheus:v2.53.0")
+RUN_LABEL = "dfl-testbed.run"
+NODE_LABEL = "dfl-testbed.node"
+GRPC_PORT = 50051
+METRICS_PORT = 9100
+CONFIG_PATH = "/etc/dfl/node.yaml"
+DATA_PATH = "/data"
+STOP_GRACE = 15  # seconds between SIGTERM and SIGKILL
+# As dashboards/prometheus.yml, with this run's nodes and the orchestrator on the host, which
+# the containers reach at the bridge's gateway address.
+PROMETHEUS_CONFIG = """\
+global:
+  scrape_interval: 5s
+scrape_configs:
+  - job_name: node
+    static_configs:
+      - targets: {targets}
+    relabel_configs:
+      - source_labels: [__address__]
+        regex: "([^:]+):.*"
+        target_label: node
+  - job_name: orchestrator
+    honor_labels: true
+    static_configs:
+      - targets: ["{orchestrator}"]
+"""
+
+
+class DockerUnavailable(Exception):
+    """No engine answers, or the image is missing; the message says what to run."""
+
+
+@dataclass
+class ContainerNode:
+    index: int
+    name: str
+    data_dir: Path  # in the run directory, filled when the run ends
+    container: Any = None  # docker.models.containers.Container
+    ip: str = ""
+    address: str = ""
+
+    @property
+    def target(self) -> str:
+        return f"{self.ip}:{GRPC_PORT}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.ip}:{METRICS_PORT}/metrics"
+
+
+@dataclass
+class DockerRun:
+    """The containers of one run and what became of them."""
+
+    spec: ExperimentSpec
+    out: Path
+    image: str
+    client: Any  # docker.DockerClient
+    keep: bool = False
+    run_id: str = field(default_factory=lambda: secrets.token_hex(3))
+    nodes: list[ContainerNode] = field(default_factory=list)
+    started_at: float = 0.0
+    elapsed: float | None = None
+    tolerate_exits: bool = False
+    pow_difficulty: float | None = None
+    network: Any = None
+    prometheus: Any = None
+    prometheus_url: str | None = None
+    exporter: OrchestratorMetrics = field(default_factory=OrchestratorMetrics)
+    health: dict[str, Counter[str]] = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        return f"dfl-{self.spec.name}-{self.run_id}"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {RUN_LABEL: self.run_id, "dfl-testbed.experiment": self.spec.name}
+
+    def node_config(self, node: ContainerNode, peers: list[str]) -> dict[str, Any]:
+        return {
+            "name": node.name,
+            "data_dir": DATA_PATH,
+            "listen": "0.0.0.0",
+            "port": GRPC_PORT,
+            "advertise": f"{node.name}:{GRPC_PORT}",
+            "metrics_port": METRICS_PORT,
+            "peers": [f"{peer}:{GRPC_PORT}" for peer in peers],
+            **experiment_settings(self.spec, node.index, self.pow_difficulty),
+        }
+
+    def peer_names(self) -> dict[str, list[str]]:
+        return {
+            f"node{index}": [f"node{peer}" for peer in sorted(peers)]
+            for index, peers in enumerate(self.spec.neighbours())
+        }
+
+    def create(self) -> None:
+        """Network, volumes and containers (created, not started), configs copied in."""
+        spec = self.spec
+        if spec.blade is not None and self.pow_difficulty is None:
+            self.pow_difficulty = difficulty_for(spec)
+        self.network = self.client.networks.create(self.prefix, driver="bridge", labels=self.labels)
+        peers = self.peer_names()
+        limits: dict[str, Any] = {}
+        if spec.resources.cpus is not None:
+            limits["nano_cpus"] = int(spec.resources.cpus * 1e9)
+        if spec.resources.memory is not None:
+            limits["mem_limit"] = spec.resources.memory
+        for index in range(spec.nodes.count):
+            name = f"node{index}"
+            node = ContainerNode(index, name, self.out / "nodes" / name)
+            volume = self.client.volumes.create(
+                f"{self.prefix}-{name}", labels={**self.labels, NODE_LABEL: name}
+            )
+            node.container = self.client.containers.create(
+                self.image,
+                ["python", "-m", "node", "--config", CONFIG_PATH],
+                name=f"{self.prefix}-{name}",
+                hostname=name,
+                labels={**self.labels, NODE_LABEL: name},
+                volumes={volume.name: {"bind": DATA_PATH, "mode": "rw"}},
+                network=self.network.name,
+                networking_config={
+                    self.network.name: self.client.api.create_endpoint_config(aliases=[name])
+                },
+                stop_signal="SIGTERM",
+                **limits,
+            )
+            config = yaml.safe_dump(self.node_config(node, peers[name]))
+            node.container.put_archive("/", _tar_of(CONFIG_PATH, config))
+            self.nodes.append(node)
+        self._create_prometheus()
+
+    def _create_prometheus(self) -> None:
+        image = prometheus_image(self.client)
+        if image is None:
+            log.warning(
+                "no Prometheus image (%s); the run goes on without one",
+                " or ".join(PROMETHEUS_IMAGES),
+            )
+            return
+        targets = [f"{node.name}:{METRICS_PORT}" for node in self.nodes]
+        self.network.reload()
+        gateway = self.network.attrs["IPAM"]["Config"][0]["Gateway"]
+        port = free_ports(1)[0]
+        self.exporter.serve(port, host=gateway)
+        self.prometheus = self.client.containers.create(
+            image,
+            name=f"{self.prefix}-prometheus",
+            labels={**self.labels, NODE_LABEL: "prometheus"},
+            network=self.network.name,
+            ports={"9090/tcp": ("127.0.0.1", None)},
+        )
+        config = PROMETHEUS_CONFIG.format(targets=targets, orchestrator=f"{gateway}:{port}")
+        self.prometheus.put_archive("/", _tar_of("/etc/prometheus/prometheus.yml", config))
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.container.start()
+        for node in self.nodes:
+            node.container.reload()
+            node.ip = node.container.attrs["NetworkSettings"]["Networks"][self.network.name][
+                "IPAddress"
+            ]
+            self.health[node.name] = Counter()
+        if self.prometheus is not None:
+            self.prometheus.start()
+            self.prometheus.reload()
+            bound = self.prometheus.attrs["NetworkSettings"]["Ports"]["9090/tcp"][0]
+            self.prometheus_url = f"http://127.0.0.1:{bound['HostPort']}"
+
+    def failure_of(self, node: ContainerNode) -> str | None:
+        """None while the container runs; its health is tallied on the way."""
+        try:
+            node.container.reload()
+        except Exception as error:  # the engine lost it: as good as dead
+            return f"container gone ({error})"
+        state = node.container.attrs["State"]
+        health = state.get("Health", {}).get("Status", "none")
+        self.health[node.name][health] += 1
+        if state["Status"] != "running":
+            return (
+                f"container {state['Status']} with exit code {state.get('ExitCode')}; see "
+                f"{node.data_dir / 'node.log'}"
+            )
+        return None
+
+    def stop_and_collect(self) -> None:
+        """SIGTERM every node (chains closed), then copy logs and data directories out."""
+        for node in self.nodes:
+            _quietly(node.container.stop, timeout=STOP_GRACE)
+        for node in self.nodes:
+            node.data_dir.mkdir(parents=True, exist_ok=True)
+            logs = _quietly(node.container.logs, stdout=True, stderr=True)
+            (node.data_dir / "node.log").write_bytes(logs or b"")
+            archive = _quietly(node.container.get_archive, DATA_PATH)
+            if archive is not None:
+                _extract_into(archive[0], node.data_dir)
+        if self.prometheus is not None:
+            _quietly(self.prometheus.stop, timeout=5)
+
+    def remove(self) -> None:
+        """Containers, network and volumes of this run, whatever state they are in."""
+        if self.keep:
+            return
+        remove_run(self.client, self.run_id)
+
+
+def remove_run(client: Any, run_id: str) -> None:
+    """Everything labelled with the run: also what a crashed orchestrator left behind."""
+    selector = {"label": f"{RUN_LABEL}={run_id}"}
+    for container in client.containers.list(all=True, filters=selector):
+        _quietly(container.remove, force=True, v=True)
+    for network in client.networks.list(filters=selector):
+        _quietly(network.remove)
+    for volume in client.volumes.list(filters=selector):
+        _quietly(volume.remove, force=True)
+
+
+def leftovers(client: Any, run_id: str) -> list[str]:
+    """Names of what is still there of a run (empty after a clean end)."""
+    selector = {"label": f"{RUN_LABEL}={run_id}"}
+    return [
+        *(c.name for c in client.containers.list(all=True, filters=selector)),
+        *(n.name for n in client.networks.list(filters=selector)),
+        *(v.name for v in client.volumes.list(filters=selector)),
+    ]
+
+
+def prometheus_image(client: Any) -> str | None:
+    """$DFL_PROMETHEUS_IMAGE, else the first of PROMETHEUS_IMAGES present, else pull the last."""
+    import docker.errors
+
+    wanted = os.environ.get(PROMETHEUS_IMAGE_ENV)
+    for image in [wanted] if wanted else PROMETHEUS_IMAGES:
+        try:
+            client.images.get(image)
+            return image
+        except docker.errors.ImageNotFound:
+            continue
+    try:
+        client.images.pull(wanted or PROMETHEUS_IMAGES[-1])
+        return wanted or PROMETHEUS_IMAGES[-1]
+    except docker.errors.APIError:
+        return None
+
+
+def connect(image: str) -> Any:
+    """A client for a running engine that has `image`, or DockerUnavailable saying what to do."""
+    import docker
+    import docker.errors
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as error:
+        raise DockerUnavailable(
+            f"no Docker engine answers ({error}); start one (scripts/docker-engine) or use "
+            "--runtime local"
+        ) from None
+    try:
+        client.images.get(image)
+    except docker.errors.ImageNotFound:
+        raise DockerUnavailable(
+            f"image {image} not found; build it: docker build -t {image} . (offline machines: "
+            "scripts/docker-setup)"
+        ) from None
+    return client
+
+
+def _tar_of(path: str, text: str) -> bytes:
+    """A tar to unpack at / that creates `path` (an absolute path) and its folders."""
+    data = text.encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        parts = Path(path.lstrip("/")).parts
+        for depth in range(1, len(parts)):
+            folder = tarfile.TarInfo(str(Path(*parts[:depth])))
+            folder.type = tarfile.DIRTYPE
+            folder.mode = 0o755
+            archive.addfile(folder)
+        info = tarfile.TarInfo(str(Path(*parts)))
+        info.size = len(data)
+        info.mode = 0o644
+        info.mtime = int(time.time())
+        archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def _extract_into(chunks: Any, target: Path) -> None:
+    """A `get_archive` stream of DATA_PATH, unpacked into target (without the top folder)."""
+    buffer = io.BytesIO(b"".join(chunks))
+    with tarfile.open(fileobj=buffer) as archive:
+        for member in archive.getmembers():
+            parts = Path(member.name).parts[1:]
+            if not parts or member.issym() or member.islnk():
+                continue
+            member.name = str(Path(*parts))
+            archive.extract(member, target, filter="data")
+
+
+def _quietly(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """Teardown goes on past what is already gone."""
+    try:
+        return call(*args, **kwargs)
+    except Exception as error:
+        log.debug("%s: %s", getattr(call, "__name__", call), error)
+        return None
+
+
+def run_docker(
+    spec: ExperimentSpec,
+    out: Path,
+    *,
+    progress: bool = True,
+    keep: bool = False,
+    image: str | None = None,
+) -> DockerRun:
+    """Runs the experiment in containers to its end (or Ctrl-C); leaves everything in `out`."""
+    import docker.errors
+
+    image = image or os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
+    client = connect(image)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "spec.yaml").write_text(spec.to_yaml())
+    run = DockerRun(spec, out, image, client, keep=keep)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        with signals_set(stop):
+            await drive(
+                run,
+                Progress(spec.duration_seconds, progress),
+                stop,
+                metrics_csv=out / "metrics.csv",
+                exporter=run.exporter,
+                duration=spec.duration_seconds,
+                ready_timeout=60.0 + 6.0 * spec.nodes.count,
+            )
+
+    try:
+        try:
+            run.create()
+            run.start()
+        except docker.errors.APIError as error:
+            raise RunFailed(f"Docker refused: {error.explanation or error}") from None
+        if progress:
+            print(f"run {run.run_id}: {len(run.nodes)} containers on network {run.prefix}")
+            if run.prometheus_url:
+                print(f"Prometheus: {run.prometheus_url}", flush=True)
+        asyncio.run(main())
+    finally:
+        run.stop_and_collect()
+        extra: dict[str, Any] = {
+            "run_id": run.run_id,
+            "image": image,
+            "health": {name: dict(counts) for name, counts in run.health.items()},
+            "resources": spec.resources.model_dump(),
+        }
+        if run.pow_difficulty is not None:
+            extra["pow_difficulty"] = run.pow_difficulty
+        write_run_info(run, out, "docker", run.peer_names(), extra)
+        run.exporter.close()
+        run.remove()
+        if keep and progress:
+            print(f"kept: containers, network and volumes labelled {RUN_LABEL}={run.run_id}")
+    return run

@@ -1,0 +1,83 @@
+"""`dfl orchestrate`'s arguments, and the pieces of the docker runtime that need no engine."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli import main
+from orchestrator.commands.orchestrate import RATE_ENV, injection_rate, parse_node
+from orchestrator.exporter import OrchestratorMetrics
+from orchestrator.runtimes.docker import _extract_into, _tar_of
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_node_is_name_equals_host_port_or_just_host_port() -> None:
+    node = parse_node("node2=10.0.0.7:50051", 2, 9100)
+    assert (node.name, node.target, node.index) == ("node2", "10.0.0.7:50051", 2)
+    assert node.metrics_url == "http://10.0.0.7:9100/metrics"
+    assert parse_node("node3:50051", 3, 0).name == "node3"
+    assert parse_node("node3:50051", 3, 0).metrics_url is None  # port 0: not scraped
+
+
+@pytest.mark.parametrize("text", ["node0=node0", "node0=:50051", "=node0:1", "node0=h:port"])
+def test_a_malformed_node_names_the_expected_form(text: str) -> None:
+    with pytest.raises(ValueError, match="expected NAME=HOST:PORT"):
+        parse_node(text, 0, 9100)
+
+
+def test_the_rate_comes_from_the_flag_then_the_environment_then_the_spec() -> None:
+    assert injection_rate(8.0, {RATE_ENV: "32"}) == 8.0
+    assert injection_rate(None, {RATE_ENV: " 32 "}) == 32.0
+    assert injection_rate(None, {}) is None
+    for bad in ("fast", "0", "-4"):
+        with pytest.raises(ValueError, match=f"{RATE_ENV}=.*samples per second"):
+            injection_rate(None, {RATE_ENV: bad})
+
+
+def test_orchestrate_refuses_a_node_count_the_spec_does_not_have(capsys) -> None:
+    spec = str(REPO_ROOT / "experiments" / "compose-dfl.yaml")
+    assert main(["orchestrate", spec, "--node", "node0=node0:50051"]) == 2
+    assert "--set nodes.count=1" in capsys.readouterr().err
+
+
+def test_the_exporter_labels_accuracy_and_injection_by_node() -> None:
+    metrics = OrchestratorMetrics()
+    metrics.sampled("node1", {"accuracy_test": 0.93, "chain_height": 4})
+    metrics.injected_into("node1")(16)
+    metrics.injected_into("node1")(16)
+    value = metrics.registry.get_sample_value
+    assert value("dfl_test_accuracy", {"node": "node1"}) == 0.93
+    assert value("dfl_orchestrator_samples_injected_total", {"node": "node1"}) == 32
+    assert value("dfl_orchestrator_evaluations_total", {"node": "node1"}) == 1
+    metrics.sampled("node2", {"chain_height": 1})  # no accuracy measured: no series invented
+    assert value("dfl_test_accuracy", {"node": "node2"}) is None
+
+
+def test_a_config_archive_creates_its_folders_and_round_trips(tmp_path: Path) -> None:
+    blob = _tar_of("/etc/dfl/node.yaml", "name: node0\n")
+    with tarfile.open(fileobj=io.BytesIO(blob)) as archive:
+        assert archive.getnames() == ["etc", "etc/dfl", "etc/dfl/node.yaml"]
+        archive.extractall(tmp_path, filter="data")
+    assert (tmp_path / "etc" / "dfl" / "node.yaml").read_text() == "name: node0\n"
+
+
+def test_a_data_directory_archive_unpacks_without_its_top_folder(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in (("data/chain.sqlite", b"chain"), ("data/sub/x", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        link = tarfile.TarInfo("data/escape")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "/etc/passwd"
+        archive.addfile(link)
+    _extract_into([buffer.getvalue()[:100], buffer.getvalue()[100:]], tmp_path)
+    assert (tmp_path / "chain.sqlite").read_bytes() == b"chain"
+    assert (tmp_path / "sub" / "x").read_bytes() == b"x"
+    assert not (tmp_path / "escape").exists()  # links from a container are not followed
