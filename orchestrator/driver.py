@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node.service.peers import CHANNEL_OPTIONS
 from orchestrator.datasets import load_dataset
+from orchestrator.endpoint import NodeEndpoint
 from orchestrator.evaluator import TestSetEvaluator
 from orchestrator.exporter import OrchestratorMetrics
 from orchestrator.injector import inject
@@ -37,25 +38,13 @@ from proto.dfl.v1 import node_pb2, node_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+METRICS_FILE = "metrics.csv"
+
 READY_TIMEOUT = 120.0
 
 
 class RunFailed(Exception):
     """A run could not start or a node died; the message says which and where its log is."""
-
-
-class DrivenNode(Protocol):
-    """What the driver needs of a node: a name, its partition index and where to reach it."""
-
-    index: int
-    name: str
-    address: str  # filled in by the driver from GetStatus
-
-    @property
-    def target(self) -> str: ...
-
-    @property
-    def metrics_url(self) -> str | None: ...
 
 
 class Fleet(Protocol):
@@ -67,9 +56,9 @@ class Fleet(Protocol):
     tolerate_exits: bool
 
     @property
-    def nodes(self) -> Sequence[DrivenNode]: ...
+    def nodes(self) -> Sequence[NodeEndpoint]: ...
 
-    def failure_of(self, node: DrivenNode) -> str | None:
+    def failure_of(self, node: NodeEndpoint) -> str | None:
         """None while the node runs; otherwise what happened and where its log is."""
         ...
 
@@ -322,3 +311,25 @@ def write_run_info(
         ],
     }
     (out / "run.json").write_text(json.dumps(info, indent=2))
+
+
+def run_experiment(fleet: Fleet, out: Path, *, progress: bool, **options: Any) -> None:
+    """Drives the started nodes for the spec's duration (or until Ctrl-C): metrics.csv in out.
+
+    `options` go to `drive` (the exporter, a longer ready timeout).
+    """
+    spec = fleet.spec
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        with signals_set(stop):
+            await drive(
+                fleet,
+                Progress(spec.duration_seconds, progress),
+                stop,
+                metrics_csv=out / METRICS_FILE,
+                duration=spec.duration_seconds,
+                **options,
+            )
+
+    asyncio.run(main())

@@ -16,32 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.commands.run import add_spec_arguments, spec_from_args
+from orchestrator.endpoint import NodeEndpoint
 from orchestrator.spec import ExperimentSpec
 
 RATE_ENV = "DFL_INJECTION_RATE"
 
 
-@dataclass
-class RemoteNode:
-    """A node reached over the network; its metrics on the same host."""
-
-    index: int
-    name: str
-    host: str
-    port: int
-    metrics_port: int
-    address: str = ""
-
-    @property
-    def target(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def metrics_url(self) -> str | None:
-        return f"http://{self.host}:{self.metrics_port}/metrics" if self.metrics_port else None
-
-
-def parse_node(text: str, index: int, metrics_port: int) -> RemoteNode:
+def parse_node(text: str, index: int, metrics_port: int) -> NodeEndpoint:
     """`node0=node0:50051` (or just `node0:50051`, named after the host)."""
     name, sep, target = text.partition("=")
     if not sep:
@@ -49,7 +30,9 @@ def parse_node(text: str, index: int, metrics_port: int) -> RemoteNode:
     host, colon, port = target.rpartition(":")
     if not colon or not host or not port.isdigit() or not name:
         raise ValueError(f"--node {text!r}: expected NAME=HOST:PORT, e.g. node0=node0:50051")
-    return RemoteNode(index, name, host, int(port), metrics_port)
+    return NodeEndpoint(
+        index=index, name=name, host=host, port=int(port), metrics_port=metrics_port
+    )
 
 
 def injection_rate(flag: float | None, environ: dict[str, str] | os._Environ[str]) -> float | None:
@@ -73,12 +56,12 @@ class RemoteFleet:
     """Nodes started elsewhere: their failures are the stack's business, not a reason to stop."""
 
     spec: ExperimentSpec
-    nodes: list[RemoteNode]
+    nodes: list[NodeEndpoint]
     started_at: float = 0.0
     elapsed: float | None = None
     tolerate_exits: bool = True
 
-    def failure_of(self, node: RemoteNode) -> str | None:
+    def failure_of(self, node: NodeEndpoint) -> str | None:
         return None
 
 
@@ -136,7 +119,7 @@ def orchestrate_command(args: argparse.Namespace) -> int:
         )
         return 2
 
-    from orchestrator.driver import Progress, RunFailed, drive, signals_set
+    from orchestrator.driver import METRICS_FILE, Progress, RunFailed, drive, signals_set
     from orchestrator.exporter import OrchestratorMetrics
 
     exporter = OrchestratorMetrics()
@@ -159,7 +142,7 @@ def orchestrate_command(args: argparse.Namespace) -> int:
                 fleet,
                 Progress(args.duration, not args.quiet),
                 stop,
-                metrics_csv=args.out / "metrics.csv" if args.out is not None else None,
+                metrics_csv=args.out / METRICS_FILE if args.out is not None else None,
                 exporter=exporter,
                 duration=args.duration,
                 rate=rate,

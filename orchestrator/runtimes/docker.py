@@ -12,7 +12,6 @@ containers, network and volumes are removed unless `--keep`.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import os
@@ -26,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from orchestrator.driver import Progress, RunFailed, drive, signals_set, write_run_info
+from orchestrator.driver import RunFailed, run_experiment, write_run_info
+from orchestrator.endpoint import NodeEndpoint
 from orchestrator.exporter import OrchestratorMetrics
 from orchestrator.runtimes.local import free_ports
 from orchestrator.runtimes.settings import difficulty_for, experiment_settings
@@ -70,22 +70,14 @@ class DockerUnavailable(Exception):
     """No engine answers, or the image is missing; the message says what to run."""
 
 
-@dataclass
-class ContainerNode:
-    index: int
-    name: str
+@dataclass(kw_only=True)
+class ContainerNode(NodeEndpoint):
+    """`host` is the container's address on the run's network, known once it started."""
+
+    port: int = GRPC_PORT
+    metrics_port: int = METRICS_PORT
     data_dir: Path  # in the run directory, filled when the run ends
     container: Any = None  # docker.models.containers.Container
-    ip: str = ""
-    address: str = ""
-
-    @property
-    def target(self) -> str:
-        return f"{self.ip}:{GRPC_PORT}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{self.ip}:{METRICS_PORT}/metrics"
 
 
 @dataclass
@@ -149,7 +141,7 @@ class DockerRun:
             limits["mem_limit"] = spec.resources.memory
         for index in range(spec.nodes.count):
             name = f"node{index}"
-            node = ContainerNode(index, name, self.out / "nodes" / name)
+            node = ContainerNode(index=index, name=name, data_dir=self.out / "nodes" / name)
             volume = self.client.volumes.create(
                 f"{self.prefix}-{name}", labels={**self.labels, NODE_LABEL: name}
             )
@@ -200,7 +192,7 @@ class DockerRun:
             node.container.start()
         for node in self.nodes:
             node.container.reload()
-            node.ip = node.container.attrs["NetworkSettings"]["Networks"][self.network.name][
+            node.host = node.container.attrs["NetworkSettings"]["Networks"][self.network.name][
                 "IPAddress"
             ]
             self.health[node.name] = Counter()
@@ -366,19 +358,6 @@ def run_docker(
     (out / "spec.yaml").write_text(spec.to_yaml())
     run = DockerRun(spec, out, image, client, keep=keep)
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        with signals_set(stop):
-            await drive(
-                run,
-                Progress(spec.duration_seconds, progress),
-                stop,
-                metrics_csv=out / "metrics.csv",
-                exporter=run.exporter,
-                duration=spec.duration_seconds,
-                ready_timeout=60.0 + 6.0 * spec.nodes.count,
-            )
-
     try:
         try:
             run.create()
@@ -389,7 +368,13 @@ def run_docker(
             print(f"run {run.run_id}: {len(run.nodes)} containers on network {run.prefix}")
             if run.prometheus_url:
                 print(f"Prometheus: {run.prometheus_url}", flush=True)
-        asyncio.run(main())
+        run_experiment(
+            run,
+            out,
+            progress=progress,
+            exporter=run.exporter,
+            ready_timeout=60.0 + 6.0 * spec.nodes.count,
+        )
     finally:
         run.stop_and_collect()
         extra: dict[str, Any] = {

@@ -9,7 +9,6 @@ even if it is killed itself, so no run leaves orphans behind.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import logging
@@ -25,7 +24,8 @@ from typing import IO, Any
 import yaml
 
 from node.service.main import MALLOC_SETTING
-from orchestrator.driver import Progress, drive, signals_set, write_run_info
+from orchestrator.driver import run_experiment, write_run_info
+from orchestrator.endpoint import NodeEndpoint
 from orchestrator.runtimes.settings import difficulty_for, experiment_settings
 from orchestrator.spec import ExperimentSpec
 
@@ -52,26 +52,13 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
 
 
-@dataclass
-class LocalNode:
-    index: int
-    name: str
+@dataclass(kw_only=True)
+class LocalNode(NodeEndpoint):
     data_dir: Path
-    port: int
-    metrics_port: int
     peers: list[str]
     behaviour: str
     process: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
-    address: str = ""
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
 
 @dataclass
@@ -168,21 +155,10 @@ def run_local(spec: ExperimentSpec, out: Path, *, progress: bool = True) -> Loca
     run = LocalRun(spec, out)
     run.prepare()
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        with signals_set(stop):
-            await drive(
-                run,
-                Progress(spec.duration_seconds, progress),
-                stop,
-                metrics_csv=out / "metrics.csv",
-                duration=spec.duration_seconds,
-            )
-
     try:
         for node in run.nodes:
             run.start(node)
-        asyncio.run(main())
+        run_experiment(run, out, progress=progress)
     finally:
         run.stop_all()
         write_run_json(run)
