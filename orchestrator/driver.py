@@ -114,22 +114,37 @@ def scrape_node_metrics(url: str) -> dict[str, float]:
 
 
 class Progress:
-    """One status line per sample: elapsed time, then accuracy and chain height per node."""
+    """One status line per sample: elapsed time, then accuracy and chain height.
+
+    Per node for a few nodes; for more than fit on a line, the spread over nodes instead.
+    """
+
+    PER_NODE_UP_TO = 6
 
     def __init__(self, duration: float | None, enabled: bool) -> None:
         self.duration = duration
         self.enabled = enabled
 
-    def show(self, elapsed: float, rows: dict[str, dict[str, float]]) -> None:
-        if not self.enabled:
-            return
-        parts = [
+    def line(self, elapsed: float, rows: dict[str, dict[str, float]]) -> str:
+        of = f"/{self.duration:.0f}" if self.duration is not None else ""
+        head = f"[{elapsed:6.1f}{of} s] "
+        if len(rows) > self.PER_NODE_UP_TO:
+            accuracy = [row.get("accuracy_test", float("nan")) for row in rows.values()]
+            heights = [int(row.get("chain_height", 0)) for row in rows.values()]
+            return head + (
+                f"{len(rows)} nodes: acc min {min(accuracy):.3f} mean "
+                f"{sum(accuracy) / len(accuracy):.3f} max {max(accuracy):.3f} | "
+                f"blk {min(heights)}-{max(heights)}"
+            )
+        return head + " | ".join(
             f"{name} acc {row.get('accuracy_test', float('nan')):.3f} "
             f"blk {int(row.get('chain_height', 0))}"
             for name, row in rows.items()
-        ]
-        of = f"/{self.duration:.0f}" if self.duration is not None else ""
-        print(f"[{elapsed:6.1f}{of} s] " + " | ".join(parts), flush=True)
+        )
+
+    def show(self, elapsed: float, rows: dict[str, dict[str, float]]) -> None:
+        if self.enabled and rows:
+            print(self.line(elapsed, rows), flush=True)
 
 
 async def wait_ready(

@@ -1327,7 +1327,8 @@ def _containers_section(data: RunData, summary: RunSummary) -> str:
         "## Containers\n\n"
         "From each container's cgroup: memory less inactive page cache (what `docker stats` "
         "shows), sampled with the other metrics, and the container's CPU seconds since it "
-        "started. Health: how often each Docker health state was seen at the samples.\n\n"
+        "started. Health: how often each Docker health state was seen when the orchestrator "
+        "looked (while waiting for the nodes to answer, and twice per sample).\n\n"
         + _table(
             ("node", "memory mean", "memory peak", "cgroup CPU s", "health at samples"),
             rows,

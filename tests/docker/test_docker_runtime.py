@@ -25,7 +25,7 @@ SPEC = REPO_ROOT / "experiments" / "compose-dfl.yaml"
 
 
 @pytest.fixture(scope="module")
-def engine():
+def engine(docker_images: None):
     import docker
 
     try:

@@ -28,6 +28,7 @@ from node.ledger.errors import RejectReason
 from node.ledger.keys import NodeKey
 from node.ledger.store import ChainStore
 from orchestrator.report import SUMMARY_FILE, render_report
+from orchestrator.runtimes.local import free_ports
 from orchestrator.spec import load_spec, with_overrides
 from proto.dfl.v1 import node_pb2, node_pb2_grpc
 from proto.dfl.v1 import records_pb2 as pb
@@ -88,6 +89,28 @@ MOVING_COUNTERS = {
     "blockchain CPU": ("dfl_cpu_seconds_total", {"category": "blockchain"}),
     "process CPU": ("dfl_process_cpu_seconds_total", {}),
 }
+
+
+def test_the_container_health_check_speaks_grpc_to_a_real_node(network: LiveNetwork) -> None:
+    """node/healthcheck.py hand-rolls one HTTP/2 call; a real gRPC server must accept it."""
+    node = network.nodes[0]
+    command = [sys.executable, "-m", "node.healthcheck", "--port", str(node.port)]
+    answer = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert answer.returncode == 0, answer.stdout + answer.stderr
+
+    closed = free_ports(1)[0]
+    command[-1] = str(closed)
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    assert refused.returncode == 1
+    assert refused.stdout.startswith(f"unhealthy: cannot reach 127.0.0.1:{closed}")
+
+    metrics = subprocess.run(  # an HTTP/1 server, not gRPC: no GetStatus answer
+        [*command[:-1], str(node.metrics_port), "--timeout", "2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert metrics.returncode == 1 and metrics.stdout.startswith("unhealthy:"), metrics.stdout
 
 
 def test_metrics_endpoint_parses_and_its_counters_move(network: LiveNetwork) -> None:

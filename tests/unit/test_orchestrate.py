@@ -81,3 +81,16 @@ def test_a_data_directory_archive_unpacks_without_its_top_folder(tmp_path: Path)
     assert (tmp_path / "chain.sqlite").read_bytes() == b"chain"
     assert (tmp_path / "sub" / "x").read_bytes() == b"x"
     assert not (tmp_path / "escape").exists()  # links from a container are not followed
+
+
+def test_progress_names_each_of_a_few_nodes_and_summarizes_many() -> None:
+    from orchestrator.driver import Progress
+
+    few = {f"node{i}": {"accuracy_test": 0.5 + i / 10, "chain_height": i} for i in range(2)}
+    assert Progress(60, True).line(10.0, few) == (
+        "[  10.0/60 s] node0 acc 0.500 blk 0 | node1 acc 0.600 blk 1"
+    )
+    many = {f"node{i}": {"accuracy_test": i / 10, "chain_height": 2 + i % 3} for i in range(9)}
+    assert Progress(None, True).line(5.0, many) == (
+        "[   5.0 s] 9 nodes: acc min 0.000 mean 0.400 max 0.800 | blk 2-4"
+    )
