@@ -75,6 +75,13 @@ def run_command(args: argparse.Namespace) -> int:
     if args.out.exists() and any(args.out.iterdir()):
         print(f"error: {args.out} is not empty; choose a new --out", file=sys.stderr)
         return 2
+    from orchestrator.datasets import DatasetMissing, load_dataset
+
+    try:
+        load_dataset(spec.dataset)  # before anything starts: the driver needs it to inject
+    except DatasetMissing as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     try:
         if args.runtime == "docker":
             from orchestrator.runtimes.docker import DockerUnavailable, run_docker

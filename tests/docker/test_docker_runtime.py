@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.datasets import DATA_DIR_ENV, ensure_dataset
 from orchestrator.runtimes.docker import RUN_LABEL, leftovers
 
 pytestmark = pytest.mark.docker
@@ -37,14 +38,22 @@ def engine(docker_images: None):
     return client
 
 
-def dfl(*args: str, **kwargs) -> subprocess.Popen[str]:
+@pytest.fixture(scope="module")
+def data_env() -> dict[str, str]:
+    """The orchestrator on the host injects MNIST: prepared once, shared with the other tests."""
+    data = Path(os.environ.get(DATA_DIR_ENV) or REPO_ROOT / "data")
+    ensure_dataset("mnist", data)
+    return {**os.environ, DATA_DIR_ENV: str(data)}
+
+
+def dfl(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "orchestrator.cli", *args],
         cwd=REPO_ROOT,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        **kwargs,
     )
 
 
@@ -69,9 +78,11 @@ def small_run(out: Path, name: str, duration: str) -> list[str]:
     ]
 
 
-def test_a_docker_run_collects_valid_chains_and_leaves_nothing(engine, tmp_path: Path) -> None:
+def test_a_docker_run_collects_valid_chains_and_leaves_nothing(
+    engine, data_env: dict[str, str], tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    process = dfl(*small_run(out, "docker-e2e", "60s"))
+    process = dfl(data_env, *small_run(out, "docker-e2e", "60s"))
     output, _ = process.communicate(timeout=600)
     assert process.returncode == 0, output
 
@@ -105,9 +116,11 @@ def test_a_docker_run_collects_valid_chains_and_leaves_nothing(engine, tmp_path:
     assert "## Containers" in (out / "report.md").read_text()
 
 
-def test_ctrl_c_stops_the_run_and_still_removes_everything(engine, tmp_path: Path) -> None:
+def test_ctrl_c_stops_the_run_and_still_removes_everything(
+    engine, data_env: dict[str, str], tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    process = dfl(*small_run(out, "docker-sigint", "10m"))
+    process = dfl(data_env, *small_run(out, "docker-sigint", "10m"))
     lines = []
     deadline = time.monotonic() + 300
     assert process.stdout is not None

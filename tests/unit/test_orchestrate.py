@@ -94,3 +94,15 @@ def test_progress_names_each_of_a_few_nodes_and_summarizes_many() -> None:
     assert Progress(None, True).line(5.0, many) == (
         "[   5.0 s] 9 nodes: acc min 0.000 mean 0.400 max 0.800 | blk 2-4"
     )
+
+
+def test_a_run_without_its_dataset_stops_before_starting_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    monkeypatch.setenv("DFL_DATA_DIR", str(tmp_path / "empty"))
+    spec = str(REPO_ROOT / "experiments" / "compose-dfl.yaml")
+    out = tmp_path / "run"
+    for runtime in ("local", "docker"):
+        assert main(["run", spec, "--runtime", runtime, "--out", str(out)]) == 2
+        assert "dfl data fetch mnist" in capsys.readouterr().err
+    assert not out.exists()  # no run directory, no nodes, no containers
