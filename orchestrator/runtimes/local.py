@@ -56,7 +56,6 @@ def _die_with_parent() -> None:
 class LocalNode(NodeEndpoint):
     data_dir: Path
     peers: list[str]
-    behaviour: str
     process: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
 
@@ -102,7 +101,6 @@ class LocalRun:
                 port=ports[2 * index],
                 metrics_port=ports[2 * index + 1],
                 peers=[f"127.0.0.1:{ports[2 * j]}" for j in sorted(neighbours[index])],
-                behaviour=self.spec.behaviour_of(index).name,
             )
             node.data_dir.mkdir(parents=True, exist_ok=True)
             (node.data_dir / "node.yaml").write_text(yaml.safe_dump(self.node_config(node)))
