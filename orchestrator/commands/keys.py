@@ -12,7 +12,7 @@ from node.ledger.keys import KEY_FILE, NodeKey
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "keygen",
-        help="create a node key (secp256k1) in a data directory",
+        help="create a node key (ECDSA P-256) in a data directory",
         description="Creates DIR/node_key.pem (owner-readable only) and prints the node's address. "
         "An existing key is never overwritten.",
     )

@@ -147,5 +147,5 @@ def test_a_missing_or_foreign_key_file_says_what_to_do(tmp_path) -> None:
     with pytest.raises(KeyFileError, match="dfl keygen"):
         NodeKey.load(tmp_path)
     (tmp_path / "node_key.pem").write_text("not a key")
-    with pytest.raises(KeyFileError, match="not a PEM secp256k1 key"):
+    with pytest.raises(KeyFileError, match="not a PEM P-256 key"):
         NodeKey.load(tmp_path)
