@@ -6,9 +6,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from orchestrator.commands import chain, compare, data, keys, node, orchestrate, report, run
+from orchestrator.commands import (
+    chain,
+    compare,
+    data,
+    keys,
+    node,
+    orchestrate,
+    report,
+    run,
+    simulate,
+)
 
-COMMAND_GROUPS = (run, orchestrate, report, compare, node, keys, chain, data)
+COMMAND_GROUPS = (run, simulate, orchestrate, report, compare, node, keys, chain, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

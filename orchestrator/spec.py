@@ -390,6 +390,31 @@ class EvaluationSpec(_Model):
         return self.interval
 
 
+class SimSection(_Model):
+    """How the tick simulator (`dfl simulate`) runs a DFL experiment; other runtimes ignore it.
+
+    One tick is one second of virtual time, so `duration: 4000` is the paper's 4000 ticks. A
+    node collects a batch and trains every `training_interval` ticks (drawn uniformly from the
+    inclusive range each time, as the paper's 8-12), in place of `nodes.injection_rate`. Every
+    `accuracy_interval` ticks each node's model is tested on `test_samples` uniform samples of the
+    test set (accuracy.csv) and the models' per-layer difference is taken (weight_diff.csv).
+    """
+
+    training_interval: tuple[Int, Int] = (8, 12)
+    accuracy_interval: Int = Field(20, ge=1)
+    test_samples: Int = Field(100, ge=1, le=TEST_SET_SIZE)
+
+    @field_validator("training_interval")
+    @classmethod
+    def _range(cls, interval: tuple[int, int]) -> tuple[int, int]:
+        low, high = interval
+        if not 1 <= low <= high:
+            raise ValueError(
+                f"must be [low, high] ticks with 1 <= low <= high, not {list(interval)}"
+            )
+        return interval
+
+
 _MEMORY = re.compile(r"[1-9][0-9]*[bkmg]?")
 
 
@@ -425,6 +450,7 @@ class ExperimentSpec(_Model):
     dfl: DflSection = Field(default_factory=DflSection)
     blade: BladeSection | None = None
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    sim: SimSection = Field(default_factory=SimSection)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     @field_validator("name")
@@ -821,6 +847,7 @@ __all__ = [
     "ExperimentSpec",
     "NodesSpec",
     "Problem",
+    "SimSection",
     "SpecError",
     "TopologySpec",
     "load_spec",

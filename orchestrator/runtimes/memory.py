@@ -116,9 +116,15 @@ class MemoryNetwork:
         heapq.heappush(self._queue, (at, next(self._order), name, event))
 
     def run(self, until: float) -> None:
-        """Processes every event up to `until`, with a Tick for every node each tick_interval."""
+        """Processes every event up to `until`, with a Tick for every node each tick_interval.
+
+        Before the clock moves on, `settle` runs: a host that defers work (the simulator batches
+        the evaluations of one instant) hands its results back there, at the same `now`.
+        """
         while True:
             due = self._queue[0][0] if self._queue else float("inf")
+            if due > self.now and self.settle():
+                continue
             if min(due, self._next_tick) > until:
                 break
             if self._next_tick <= due:
@@ -131,21 +137,28 @@ class MemoryNetwork:
             self._handle(self.nodes[name], event)
         self.now = until
 
+    def settle(self) -> bool:
+        """Work deferred to the end of the current instant; True if it scheduled or handled any."""
+        return False
+
     def _handle(self, node: MemoryNode, event: Event) -> None:
         try:
-            actions = node.engine.handle(event, self.now)
+            actions = self._engine_actions(node, event)
         except RecordRejected as error:
             node.rejections[error.reason.label] += 1
             return
         for action in actions:
             self._carry_out(node, action)
 
+    def _engine_actions(self, node: MemoryNode, event: Event) -> list[Action]:
+        return node.engine.handle(event, self.now)  # type: ignore[arg-type, return-value]
+
     def _carry_out(self, node: MemoryNode, action: Action) -> None:
         match action:
             case Train(batch_size):
                 self._handle(node, TrainingDone(node.host.train(batch_size)))
-            case Evaluate(digest, _, model):
-                self._handle(node, EvaluationDone(digest, node.host.evaluate(model)))
+            case Evaluate():
+                self._evaluate(node, action)
             case Send(to, kind, payload):
                 for peer in to:
                     node.bytes_sent += len(payload)
@@ -165,9 +178,8 @@ class MemoryNetwork:
     def _carry_out_round_action(self, node: MemoryNode, action: blade.Action) -> None:
         host = node.host
         match action:
-            case blade.TrainLocal(round, iterations):
-                trained = host.train_local(round, iterations)
-                self._handle(node, blade.LocalModelReady(round, trained))
+            case blade.TrainLocal():
+                self._train_local(node, action)
             case blade.Plagiarize(round, models):
                 copied = host.plagiarize(round, models)
                 self._handle(node, blade.LocalModelReady(round, copied))
@@ -184,6 +196,16 @@ class MemoryNetwork:
                     node.store.truncate(height)
             case blade.FetchChain(peer):
                 self.schedule(self.now + self.latency, node.name, self._fetch(node.name, peer))
+
+    def _evaluate(self, node: MemoryNode, action: Evaluate) -> None:
+        """Inline by default; the simulator overrides this to batch evaluations."""
+        accuracy = node.host.evaluate(action.model)
+        self._handle(node, EvaluationDone(action.transaction_digest, accuracy))
+
+    def _train_local(self, node: MemoryNode, action: blade.TrainLocal) -> None:
+        """Inline and instant by default; the simulator batches clients and charges alpha."""
+        trained = node.host.train_local(action.round, action.iterations)
+        self._handle(node, blade.LocalModelReady(action.round, trained))
 
     def _fetch(self, name: str, peer: str) -> blade.ChainFetched | blade.FetchFailed:
         """What a peer's StreamChain and GetRoundModels would answer."""

@@ -1,0 +1,126 @@
+"""`dfl sweep`: a set of simulations from set.yaml, run in parallel, resumed, summarised."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from orchestrator.sim import outputs
+from orchestrator.sim.set_report import write_set_report
+from orchestrator.sim.sweep import SWEEP_FILE, load_set, run_sweep
+from orchestrator.spec import SpecError
+from tests.unit.test_simulator import SMALL_DFL
+
+
+def write_set(directory: Path, **changes: object) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    base = {**SMALL_DFL, "duration": 40}
+    (directory / "base.yaml").write_text(yaml.safe_dump(base))
+    definition = {
+        "title": "tiny set",
+        "base": "base.yaml",
+        "figure": "grid",
+        "rows": [
+            {"label": "HalfFedAvg", "set": {"dfl.aggregator": "half-fedavg"}},
+            {"label": "attacked", "set": {"nodes.behaviours.0": "random-model"}},
+        ],
+        "columns": [
+            {"label": "IID"},
+            {
+                "label": "Dirichlet 1",
+                "set": {"nodes.distribution": "dirichlet:1"},
+                "repetitions": 2,
+            },
+        ],
+        **changes,
+    }
+    (directory / "set.yaml").write_text(yaml.safe_dump(definition, sort_keys=False))
+    return directory
+
+
+def test_a_set_expands_into_cases_and_repetitions_with_their_own_seeds(tmp_path: Path) -> None:
+    plan = load_set(write_set(tmp_path / "set"), tmp_path / "out")
+
+    assert [case.slug for case in plan.cases] == [
+        "halffedavg--iid",
+        "halffedavg--dirichlet-1",
+        "attacked--iid",
+        "attacked--dirichlet-1",
+    ]
+    assert len(plan.runs) == 6
+    repeated = [run for run in plan.runs if run.case.slug == "attacked--dirichlet-1"]
+    assert [run.spec.seed for run in repeated] == [3, 4]
+    assert repeated[1].out == tmp_path / "out" / "attacked--dirichlet-1" / "rep1"
+    assert repeated[0].spec.nodes.behaviours[0].name == "random-model"
+    assert repeated[0].spec.dfl.aggregator.name == "reputation-0.05"
+    assert len(load_set(tmp_path / "set", repetitions=3).runs) == 8
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"figure": "pie"}, "figure"),
+        ({"rows": []}, "rows"),
+        ({"colums": []}, "colums"),
+    ],
+)
+def test_a_malformed_set_file_is_an_error_naming_the_field(
+    tmp_path: Path, changes: dict, field: str
+) -> None:
+    with pytest.raises(SpecError) as caught:
+        load_set(write_set(tmp_path / "set", **changes))
+    assert any(path.startswith(field) for path in caught.value.paths), caught.value.paths
+
+
+def test_an_override_a_spec_refuses_names_the_case_and_the_field(tmp_path: Path) -> None:
+    directory = write_set(
+        tmp_path / "set", columns=[{"label": "bad", "set": {"dfl.fedavg_buffer": 0}}]
+    )
+    with pytest.raises(SpecError) as caught:
+        load_set(directory)
+    assert "dfl.fedavg_buffer" in caught.value.paths
+    assert "column 'bad'" in str(caught.value)
+
+
+def test_a_sweep_runs_every_case_writes_its_table_and_figure_and_resumes(
+    tmp_path: Path, mnist: object, data_dir: Path
+) -> None:
+    directory = write_set(tmp_path / "set", columns=[{"label": "IID"}])
+    plan = load_set(directory, tmp_path / "out")
+    lines: list[str] = []
+
+    record = run_sweep(plan, jobs=2, data_dir=str(data_dir), report=lines.append)
+    paths = write_set_report(plan)
+
+    assert record["ran"] == 2 and not record["failed"]
+    assert all((run.out / outputs.SUMMARY_FILE).exists() for run in plan.runs)
+    table = paths["md"].read_text()
+    assert "| HalfFedAvg | IID | 1/1 |" in table and "| attacked | IID | 1/1 |" in table
+    assert paths["figure"].stat().st_size > 10_000
+    again = run_sweep(plan, jobs=2, data_dir=str(data_dir), report=lines.append)
+    assert again["ran"] == 0 and again["skipped"] == 2
+    assert len(json.loads((tmp_path / "out" / SWEEP_FILE).read_text())) == 2
+
+
+def dfl(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args], capture_output=True, text=True
+    )
+
+
+def test_simulate_refuses_a_bad_override_naming_the_field(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SMALL_DFL))
+    result = dfl("simulate", str(spec), "--set", "sim.accuracy_interval=0", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "sim.accuracy_interval: must be >= 1" in result.stderr
+
+
+def test_sweep_refuses_a_directory_without_a_set_file(tmp_path: Path) -> None:
+    result = dfl("sweep", str(tmp_path))
+    assert result.returncode == 2 and "set.yaml" in result.stderr
