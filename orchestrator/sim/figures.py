@@ -99,7 +99,7 @@ def plot_grid(
 ) -> Path:
     """The set's grid: accuracy (and weight difference) per case, averaged over repetitions."""
     figure = Figure(figsize=(4.2 * len(columns), 3.6 * len(rows)))
-    grid = figure.add_gridspec(len(rows), len(columns), hspace=0.45, wspace=0.25)
+    grid = figure.add_gridspec(len(rows), len(columns), hspace=0.45, wspace=0.25, top=0.93)
     for (r, c), directories in cells.items():
         inner = grid[r, c].subgridspec(2, 1, height_ratios=[3, 1.3], hspace=0.08)
         top = figure.add_subplot(inner[0])
@@ -111,6 +111,8 @@ def plot_grid(
         top.set_title(f"{number}: {rows[r]} / {columns[c]}{reps}", fontsize="small")
         if accuracy is None or difference is None:
             top.text(0.5, 0.5, "not run yet", ha="center", va="center", transform=top.transAxes)
+            top.set_axis_off()
+            bottom.set_axis_off()
             continue
         _accuracy_axes(top, accuracy[1][:, 0], accuracy[1][:, 1:], accuracy[0][1:])
         _difference_axes(bottom, difference[1][:, 0], difference[1][:, 1:], difference[0][1:])
@@ -121,7 +123,7 @@ def plot_grid(
             bottom.set_ylabel("w. diff", fontsize="small")
         if r == len(rows) - 1:
             bottom.set_xlabel("tick", fontsize="small")
-    figure.suptitle(title)
+    figure.suptitle(title, y=0.97)
     figure.savefig(path, dpi=90, bbox_inches="tight", pad_inches=0.15)
     return path
 

@@ -27,12 +27,16 @@ def _spread(values: Sequence[float | None]) -> tuple[float | None, float | None,
     return float(np.mean(known)), float(np.min(known)), float(np.max(known))
 
 
+def _number(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
 def _text(mean: float | None, low: float | None, high: float | None, missing: int) -> str:
     if mean is None:
         return "never" if missing else "-"
-    text = f"{mean:.3g}"
+    text = _number(mean)
     if low is not None and high is not None and high > low:
-        text += f" ({low:.3g}..{high:.3g})"
+        text += f" ({_number(low)}..{_number(high)})"
     if missing:
         text += f" [{missing} never]"
     return text
