@@ -124,3 +124,26 @@ def test_simulate_refuses_a_bad_override_naming_the_field(tmp_path: Path) -> Non
 def test_sweep_refuses_a_directory_without_a_set_file(tmp_path: Path) -> None:
     result = dfl("sweep", str(tmp_path))
     assert result.returncode == 2 and "set.yaml" in result.stderr
+
+
+def test_simulate_writes_the_run_and_prints_its_headline(tmp_path: Path, data_dir: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(SMALL_DFL))
+    out = tmp_path / "run"
+    result = dfl(
+        "simulate",
+        str(spec),
+        "--set",
+        "duration=20",
+        "--quiet",
+        "--threads",
+        "1",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"wrote {out}: final_accuracy ")
+    assert outputs.read_summary(out)["ticks"] == 20
+    assert (out / "run.png").exists() and (out / "nodes" / "node3" / "chain.sqlite").exists()
