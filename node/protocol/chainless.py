@@ -41,7 +41,7 @@ from node.protocol.dfl import (
 class ChainlessState:
     peers: tuple[str, ...] = ()
     samples_pending: int = 0
-    models_sent: int = 0
+    models_received: int = 0
     evaluations: dict[bytes, tuple[str, bytes]] = field(default_factory=dict)  # id: sender, model
     buffer: list[BufferedModel] = field(default_factory=list)
     counters: Counter[str] = field(default_factory=Counter)
@@ -76,8 +76,8 @@ class ChainlessDflEngine:
                 state.counters["transactions_sent"] += len(state.peers)
                 return [Send(state.peers, MessageKind.TRANSACTION, model)]
             case TransactionReceived(model, sender):
-                state.models_sent += 1
-                key = f"{sender}/{state.models_sent}".encode()
+                state.models_received += 1
+                key = f"{sender}/{state.models_received}".encode()
                 state.evaluations[key] = (sender, model)
                 state.counters["transactions_received"] += 1
                 return [Evaluate(key, sender.encode(), model)]

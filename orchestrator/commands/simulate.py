@@ -49,7 +49,15 @@ beta time units; t_sum = K (tau alpha + beta).
         help="leave the ledger out (the papers' simulators); the difference is the chain's cost",
     )
     simulate.add_argument(
-        "--threads", type=int, default=None, metavar="N", help="torch threads (default: all cores)"
+        "--threads",
+        type=int,
+        default=1,
+        metavar="N",
+        help="torch threads (default 1, as every sweep worker: more is faster, but results "
+        "then differ in the last bits, and torch's extra threads escape the CPU profile)",
+    )
+    simulate.add_argument(
+        "--force", action="store_true", help="replace a finished run already in DIR"
     )
     simulate.add_argument("--quiet", action="store_true", help="no progress bar")
     simulate.add_argument("--data-dir", metavar="DIR", help="where datasets live (default: ./data)")
@@ -91,22 +99,26 @@ OUT/sweep.json.""",
 
 def run_simulate(args: argparse.Namespace) -> int:
     from node.learning.training import configure_torch
-    from orchestrator.sim.run import simulate
+    from orchestrator.sim.run import RunExists, simulate
 
     spec = spec_from_args(args)
     if spec is None:
         return 2
-    if args.threads is not None:
-        if args.threads < 1:
-            print("error: --threads must be at least 1", file=sys.stderr)
-            return 2
-        configure_torch(args.threads)
+    if args.threads < 1:
+        print("error: --threads must be at least 1", file=sys.stderr)
+        return 2
+    configure_torch(args.threads)
     out = args.out or Path("runs") / f"{spec.name}-sim"
     try:
         summary = simulate(
-            spec, out, chain=not args.no_chain, progress=not args.quiet, data_dir=args.data_dir
+            spec,
+            out,
+            chain=not args.no_chain,
+            progress=not args.quiet,
+            data_dir=args.data_dir,
+            replace=args.force,
         )
-    except DatasetMissing as error:
+    except (DatasetMissing, RunExists) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     headline = {
@@ -138,6 +150,6 @@ def run_sweep_command(args: argparse.Namespace) -> int:
             f"sweep took {record['elapsed_seconds'] / 60:.1f} min for {record['ran']} runs "
             f"({record['skipped']} were already done); {failed} failed"
         )
-    paths = write_set_report(plan)
+    paths = write_set_report(plan, chain=not args.no_chain)
     print(f"wrote {paths['md']}, {paths['csv']} and {paths['figure']}")
     return 1 if failed else 0

@@ -17,7 +17,7 @@ With `chain=False` the rounds run as the paper's own code does: no records, no m
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,8 +56,10 @@ class BladeSimClient:
     rng: np.random.Generator
     global_weights: np.ndarray
     rounds: list[int] = field(default_factory=list)
+    on_aggregate: Callable[[int, np.ndarray], None] | None = None  # the simulation's recorder
 
-    def train_local(self, round: int, iterations: int) -> bytes:  # unbatched path (tests)
+    def train_local(self, round: int, iterations: int) -> bytes:
+        """Never called: the simulator's network hands a round's trainings to the simulation."""
         raise RuntimeError("the simulator trains a round's clients together")
 
     def plagiarize(self, round: int, models: Sequence[bytes]) -> bytes:
@@ -69,6 +71,8 @@ class BladeSimClient:
         stacked = np.stack([np.frombuffer(m.model, "<f4") for m in models])
         self.global_weights = stacked.mean(axis=0, dtype=np.float64).astype(np.float32)
         self.rounds.append(round)
+        if self.on_aggregate is not None:
+            self.on_aggregate(round, self.global_weights)
 
 
 class BladeSimulation:
@@ -146,7 +150,7 @@ class BladeSimulation:
             if self.progress
             else None
         )
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         self._record(0, 0.0, self.learner.weights())
         extra: dict[str, Any] = {}
         try:
@@ -158,6 +162,7 @@ class BladeSimulation:
             if bar is not None:
                 bar.close()
         wall = time.perf_counter() - started
+        extra["process_cpu_seconds"] = round(time.process_time() - cpu_started, 2)
         writer = outputs.SeriesCsv(
             self.out / outputs.ROUNDS_FILE, ["round", "time", "loss", "accuracy"]
         )
@@ -220,6 +225,9 @@ class BladeSimulation:
                 collect_timeout=blade_section.collect_timeout,
                 vote_timeout=blade_section.vote_timeout,
                 lazy=client.behaviour.name == "lazy",
+                # The honest models of a round all arrive at one instant; a lazy client copies
+                # at the next tick rather than after the protocol's default 5 time units.
+                lazy_wait=0.5,
             )
             store = ChainStore.create(self.out / "nodes" / name, genesis, key.address)
             stores.append(store)
@@ -228,20 +236,22 @@ class BladeSimulation:
         network.connect(
             [(self.names[a], self.names[b]) for a in range(count) for b in range(a + 1, count)]
         )
+
+        def record(round: int, weights: np.ndarray) -> None:
+            loss, accuracy = self._record(round, network.now, weights)
+            if bar is not None:
+                bar.update(round, f"loss {loss:.3f} accuracy {accuracy:.3f}")
+
         first = self.clients[0]
-        horizon = spec.duration_seconds
-        recorded = 0
-        while network.now < horizon and recorded < blade_section.rounds:
-            network.run(min(horizon, network.now + 1.0))
-            while recorded < len(first.rounds):
-                recorded += 1
-                loss, accuracy = self._record(recorded, network.now, first.global_weights)
-                if bar is not None:
-                    bar.update(recorded, f"loss {loss:.3f} accuracy {accuracy:.3f}")
-        heads = {store.head_digest for store in stores}
-        heights = [store.height for store in stores]
-        for store in stores:
-            store.close()
+        first.on_aggregate = record
+        try:
+            while network.now < spec.duration_seconds and len(first.rounds) < blade_section.rounds:
+                network.run(min(spec.duration_seconds, network.now + 1.0))
+            heads = {store.head_digest for store in stores}
+            heights = [store.height for store in stores]
+        finally:
+            for store in stores:
+                store.close()
         by_category = network.profiler.by_category()
         profiled = sum(by_category.values())
         counters: dict[str, int] = {}
@@ -263,6 +273,7 @@ class BladeSimulation:
     def _summary(self, wall: float, extra: dict[str, Any]) -> dict[str, Any]:
         blade_section = self.blade
         last = self.rows[-1]
+        complete = last[0] == blade_section.rounds  # cut off at `duration`, it has no final loss
         summary = {
             "name": self.spec.name,
             "protocol": "blade-fl",
@@ -276,8 +287,8 @@ class BladeSimulation:
             "local_epochs": blade_section.iterations,
             "t_sum": blade_section.t_sum,
             "wall_seconds": round(wall, 2),
-            "final_loss": round(float(last[2]), 5),
-            "final_accuracy": round(float(last[3]), 4),
+            "final_loss": round(float(last[2]), 5) if complete else None,
+            "final_accuracy": round(float(last[3]), 4) if complete else None,
             **extra,
         }
         outputs.write_summary(self.out / outputs.SUMMARY_FILE, summary)

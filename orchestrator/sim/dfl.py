@@ -14,14 +14,19 @@ Every `sim.accuracy_interval` ticks, each node's model is tested on fresh unifor
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from node.learning.aggregation import CheckedAggregator, ReceivedModel, load_aggregator
+from node.learning.aggregation import (
+    INITIAL_REPUTATION,
+    CheckedAggregator,
+    ReceivedModel,
+    load_aggregator,
+)
 from node.learning.behaviours import Behaviour
 from node.learning.training import Learner
 from node.ledger.keys import NodeKey
@@ -56,8 +61,9 @@ class DflSimNode:
     test_stream: SampleStream  # the node's own label distribution over the test set
     rng: np.random.Generator
     names_by_address: dict[bytes, str]
+    clock: Callable[[], float]
     reputation: dict[str, float] = field(default_factory=dict)
-    reputation_rows: list[tuple[str, str, float]] = field(default_factory=list)
+    reputation_rows: list[tuple[float, str, str, float]] = field(default_factory=list)
     last_accuracy: float = 0.0  # from the latest accuracy record: eq. 2-4 never read it
 
     def train(self, batch_size: int) -> bytes:
@@ -86,10 +92,10 @@ class DflSimNode:
             self.learner.weights(), self.last_accuracy, received, self.reputation
         )
         self.learner.set_weights(updated)
-        for generator in sorted({r.generator for r in received}):  # type: ignore[type-var]
-            self.reputation_rows.append(
-                (self.name, str(generator), self.reputation.get(generator, 1.0))
-            )
+        now = self.clock()
+        for generator in sorted({str(r.generator) for r in received}):
+            value = self.reputation.get(generator, INITIAL_REPUTATION)
+            self.reputation_rows.append((round(now, 3), self.name, generator, value))
 
 
 class DflSimulation:
@@ -149,6 +155,7 @@ class DflSimulation:
                 ),
                 rng=np.random.default_rng([seed, _BEHAVIOUR, index]),
                 names_by_address=names_by_address,
+                clock=lambda: self.network.now,
             )
             config = spec.dfl_config(index)
             store = None
@@ -217,7 +224,7 @@ class DflSimulation:
         writers["weight_diff"].write([tick, *outputs.weight_difference(sums)])
         for host in self.hosts:
             for row in host.reputation_rows:
-                writers["reputation"].write([tick, *row])
+                writers["reputation"].write(row)
             host.reputation_rows.clear()
         return accuracies
 
@@ -236,7 +243,7 @@ class DflSimulation:
         }
         interval = self.spec.sim.accuracy_interval
         bar = ProgressBar(self.ticks, "tick", label=f"{self.spec.name} ") if self.progress else None
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         try:
             self._record(0, writers)
             for tick in sorted({*range(interval, self.ticks + 1, interval), self.ticks}):
@@ -244,15 +251,16 @@ class DflSimulation:
                 accuracies = self._record(tick, writers)
                 if bar is not None:
                     bar.update(tick, f"mean accuracy {np.mean(accuracies):.3f}")
+            wall = time.perf_counter() - started
+            self.process_cpu = time.process_time() - cpu_started
+            chain_rows = self._chain_rows()
         finally:
             for writer in writers.values():
                 writer.close()
             if bar is not None:
                 bar.close()
-        wall = time.perf_counter() - started
-        chain_rows = self._chain_rows()
-        for store in self.stores:
-            store.close()
+            for store in self.stores:
+                store.close()
         return self._summary(wall, chain_rows)
 
     def _chain_rows(self) -> list[dict[str, Any]]:
@@ -302,6 +310,8 @@ class DflSimulation:
             "wall_seconds": round(wall, 2),
             "ticks_per_second": round(self.ticks / wall, 2) if wall else None,
             "cpu_seconds": {k: round(v, 3) for k, v in sorted(by_category.items())},
+            # all threads, torch's included: the profile above counts the simulator's thread
+            "process_cpu_seconds": round(self.process_cpu, 2),
             "chain_share": round(by_category.get("blockchain", 0.0) / profiled, 4)
             if profiled
             else 0.0,

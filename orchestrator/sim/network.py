@@ -4,8 +4,9 @@ Three things differ from the plain in-memory network the engines' tests use:
 
 - Evaluations are deferred to the end of the instant: every Evaluate of one instant (all nodes,
   all models) is collected and run as one batch when the clock is about to move, and the results
-  go back to the engines at that same instant. Nothing observable changes (the paper's simulator
-  has no ML delay either), and the batch is what makes a 4000-tick run affordable.
+  go back to the engines at that same instant (the paper's simulator has no ML delay either).
+  The simulation draws one test sample per node per batch, shared by the models the node tests
+  at that instant, as the paper's nodes test a full buffer on one draw.
 - BLADE-FL's local training is deferred the same way, so that the clients of a round train
   together (stacked), and it takes virtual time: `epoch_time` (alpha) per local epoch.
 - Every engine call and every piece of ML work is charged to the CPU profiler a node uses,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -92,7 +91,11 @@ def first_tick_at(ticks: np.ndarray, values: np.ndarray, level: float) -> float 
 
 
 def write_summary(path: Path, summary: dict[str, Any]) -> None:
-    path.write_text(json.dumps(summary, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    """Written whole or not at all: its presence is what marks a run finished."""
+    partial = path.with_suffix(".partial")
+    text = json.dumps(summary, indent=2, default=_json_default) + "\n"
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 def read_summary(directory: Path) -> dict[str, Any]:
@@ -103,7 +106,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, np.floating | np.integer):
         return value.item()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
-
-
-def finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None

@@ -1,8 +1,8 @@
 """A set's results: the summary table (summary.md, summary.csv) and the set's figure.
 
 Per case the table gives the mean over finished repetitions of the set's metric and of the
-figures every summary has (final accuracy, ticks to 0.9, final loss, K*), with the spread
-(min..max) when there are several repetitions, and how long the runs took.
+figures the summaries have (final accuracy, ticks to 0.9, final loss, the chain's share), with
+the spread (min..max) when there are several repetitions, and how long the runs took.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ def _text(mean: float | None, low: float | None, high: float | None, missing: in
     return text
 
 
-def write_set_report(plan: SweepPlan) -> dict[str, Path]:
+def write_set_report(plan: SweepPlan, chain: bool = True) -> dict[str, Path]:
     definition = plan.definition
-    summaries = completed_summaries(plan)
+    summaries = completed_summaries(plan, chain)
     fields = [definition.metric, *(f for f in TABLE_FIELDS if f != definition.metric)]
     fields = [f for f in fields if any(f in s for runs in summaries.values() for s in runs)]
     rows: list[dict[str, Any]] = []
@@ -64,7 +64,7 @@ def write_set_report(plan: SweepPlan) -> dict[str, Path]:
     paths = {
         "csv": _write_csv(plan.out / "summary.csv", rows),
         "md": _write_markdown(plan, rows, fields),
-        "figure": _figure(plan, summaries),
+        "figure": _figure(plan, summaries, chain),
     }
     return paths
 
@@ -94,13 +94,15 @@ def _write_markdown(plan: SweepPlan, rows: list[dict[str, Any]], fields: list[st
     return path
 
 
-def _figure(plan: SweepPlan, summaries: dict) -> Path:
+def _figure(plan: SweepPlan, summaries: dict, chain: bool) -> Path:
     definition = plan.definition
     path = plan.out / figures.SET_FIGURE
     if definition.figure == "grid":
-        cells = {(run.case.row, run.case.column): [] for run in plan.runs}  # type: dict[tuple[int, int], list[Path]]
+        cells: dict[tuple[int, int], list[Path]] = {
+            (run.case.row, run.case.column): [] for run in plan.runs
+        }
         for run in plan.runs:
-            if (run.out / "summary.json").exists():
+            if run.done(chain):
                 cells[(run.case.row, run.case.column)].append(run.out)
         return figures.plot_grid(
             path,

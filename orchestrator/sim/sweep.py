@@ -16,8 +16,9 @@ A set directory holds `set.yaml` and the base spec it names:
 
 Each cell is the base with the row's then the column's overrides; repetition k runs with the
 seed plus k (new label draws, initial model and schedules). A run lands in
-OUT/<row>--<column>/rep<k>/, and a run whose summary.json exists is not run again, so an
-interrupted sweep resumes where it stopped.
+OUT/<row>--<column>/rep<k>/. A run is done when its summary.json exists, its spec.yaml is the
+spec planned for it and it ran with the same chain setting: done runs are not run again (an
+interrupted sweep resumes where it stopped), and a run left from an edited set is run anew.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +38,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.sim import outputs
+from orchestrator.sim.run import SPEC_FILE
 from orchestrator.spec import (
     ExperimentSpec,
     Problem,
@@ -92,6 +95,15 @@ class Run:
     spec: ExperimentSpec
     out: Path
 
+    def done(self, chain: bool) -> bool:
+        """Finished, with this very spec and chain setting."""
+        summary = self.out / outputs.SUMMARY_FILE
+        recorded = self.out / SPEC_FILE
+        if not (summary.exists() and recorded.exists()):
+            return False
+        same_spec = recorded.read_text(encoding="utf-8") == self.spec.to_yaml()
+        return same_spec and outputs.read_summary(self.out).get("chain") == chain
+
 
 @dataclass
 class SweepPlan:
@@ -101,8 +113,8 @@ class SweepPlan:
     out: Path
     runs: list[Run] = field(default_factory=list)
 
-    def pending(self) -> list[Run]:
-        return [run for run in self.runs if not (run.out / outputs.SUMMARY_FILE).exists()]
+    def pending(self, chain: bool = True) -> list[Run]:
+        return [run for run in self.runs if not run.done(chain)]
 
 
 def slug(text: str) -> str:
@@ -178,7 +190,7 @@ def _run_one(spec_data: dict[str, Any], out: str, chain: bool, data_dir: str | N
 
     configure_torch(1)
     spec = parse_spec(spec_data, out)
-    return simulate(spec, Path(out), chain=chain, progress=False, data_dir=data_dir)
+    return simulate(spec, Path(out), chain=chain, progress=False, data_dir=data_dir, replace=True)
 
 
 def run_sweep(
@@ -191,7 +203,7 @@ def run_sweep(
 ) -> dict[str, Any]:
     """Runs the plan's pending runs on `jobs` worker processes; returns the sweep's record."""
     jobs = jobs or os.cpu_count() or 1
-    pending = plan.pending()
+    pending = plan.pending(chain)
     skipped = len(plan.runs) - len(pending)
     plan.out.mkdir(parents=True, exist_ok=True)
     report(
@@ -200,10 +212,30 @@ def run_sweep(
     )
     started = time.time()
     failures: dict[str, str] = {}
+    try:
+        metric = plan.definition.metric
+        _drain(list(pending), jobs, chain, data_dir, metric, failures, started, report)
+    except BrokenProcessPool as exc:  # a worker died (killed, out of memory): stop cleanly
+        report(f"a worker process died ({exc}); the runs not finished are left for a resume")
+        failures["<pool>"] = f"BrokenProcessPool: {exc}"
+    return _record(plan, jobs, chain, len(pending), skipped, failures, started)
+
+
+def _drain(
+    queue: list[Run],
+    jobs: int,
+    chain: bool,
+    data_dir: str | None,
+    metric: str,
+    failures: dict[str, str],
+    started: float,
+    report: Callable[[str], None],
+) -> None:
+    """Runs the queue on a pool of `jobs` workers, reporting each run as it ends."""
+    total = len(queue)
+    done_count = 0
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         futures: dict[Future[dict], Run] = {}
-        queue = list(pending)
-        done_count = 0
         while queue or futures:
             while queue and len(futures) < jobs:
                 run = queue.pop(0)
@@ -218,17 +250,30 @@ def run_sweep(
                 elapsed = time.time() - started
                 try:
                     summary = future.result()
+                except BrokenProcessPool:
+                    raise
                 except Exception as exc:  # a run's failure is reported, the others go on
                     failures[str(run.out)] = f"{type(exc).__name__}: {exc}"
-                    report(f"[{done_count}/{len(pending)}] FAILED {run.out}: {exc}")
+                    report(f"[{done_count}/{total}] FAILED {run.out}: {exc}")
                     continue
-                left = elapsed / done_count * (len(pending) - done_count)
+                left = elapsed / done_count * (total - done_count)
                 report(
-                    f"[{done_count}/{len(pending)}] {run.case.slug} rep{run.repetition}: "
-                    f"{plan.definition.metric} {summary.get(plan.definition.metric)} "
+                    f"[{done_count}/{total}] {run.case.slug} rep{run.repetition}: "
+                    f"{metric} {summary.get(metric)} "
                     f"in {summary.get('wall_seconds')} s ({elapsed / 60:.1f} min elapsed, "
                     f"about {left / 60:.0f} min left)"
                 )
+
+
+def _record(
+    plan: SweepPlan,
+    jobs: int,
+    chain: bool,
+    ran: int,
+    skipped: int,
+    failures: dict[str, str],
+    started: float,
+) -> dict[str, Any]:
     finished_at = time.time()
     record = {
         "set": str(plan.directory),
@@ -236,7 +281,7 @@ def run_sweep(
         "jobs": jobs,
         "chain": chain,
         "runs": len(plan.runs),
-        "ran": len(pending),
+        "ran": ran,
         "skipped": skipped,
         "failed": failures,
         "started": started,
@@ -263,10 +308,10 @@ def _history(out: Path) -> list[dict[str, Any]]:
     return list(json.loads(path.read_text(encoding="utf-8")))
 
 
-def completed_summaries(plan: SweepPlan) -> Mapping[Case, list[dict[str, Any]]]:
-    """Each case's summaries of the repetitions that finished."""
+def completed_summaries(plan: SweepPlan, chain: bool = True) -> Mapping[Case, list[dict[str, Any]]]:
+    """Each case's summaries of the repetitions that are done (with this chain setting)."""
     out: dict[Case, list[dict[str, Any]]] = {case: [] for case in plan.cases}
     for run in plan.runs:
-        if (run.out / outputs.SUMMARY_FILE).exists():
+        if run.done(chain):
             out[run.case].append(outputs.read_summary(run.out))
     return out

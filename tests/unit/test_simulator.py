@@ -21,7 +21,7 @@ from orchestrator.datasets import Dataset
 from orchestrator.runtimes.memory import MemoryNode
 from orchestrator.sim import outputs
 from orchestrator.sim.network import SimNetwork
-from orchestrator.sim.run import simulate
+from orchestrator.sim.run import RunExists, simulate
 from orchestrator.spec import SpecError, parse_spec, spec_to_dict
 
 SMALL_DFL = {
@@ -91,6 +91,24 @@ def test_a_run_learns_and_leaves_verifiable_chains_and_every_output(
             assert store.height >= 1
     assert (out / "run.png").stat().st_size > 10_000
     assert (out / "spec.yaml").exists()
+
+
+def test_a_finished_run_is_never_overwritten_and_an_unfinished_one_is_cleared(
+    tmp_path: Path, mnist: Dataset, data_dir: Path
+) -> None:
+    spec = small_spec(duration=20)
+    out = tmp_path / "run"
+    (out / "nodes" / "node0").mkdir(parents=True)  # an interrupted run's leftovers
+    (out / "nodes" / "node0" / "chain.sqlite").write_bytes(b"half a run")
+    (out / "notes.txt").write_text("mine")
+
+    first = simulate(spec, out, progress=False, data_dir=data_dir)
+    with pytest.raises(RunExists, match="--force"):
+        simulate(spec, out, progress=False, data_dir=data_dir)
+    again = simulate(spec, out, progress=False, data_dir=data_dir, replace=True)
+
+    assert first["final_accuracy"] == again["final_accuracy"]
+    assert (out / "notes.txt").read_text() == "mine"  # only what a run writes is touched
 
 
 def test_without_the_chain_nothing_is_signed_or_stored_and_the_models_still_learn(

@@ -105,6 +105,12 @@ def test_a_sweep_runs_every_case_writes_its_table_and_figure_and_resumes(
     again = run_sweep(plan, jobs=2, data_dir=str(data_dir), report=lines.append)
     assert again["ran"] == 0 and again["skipped"] == 2
     assert len(json.loads((tmp_path / "out" / SWEEP_FILE).read_text())) == 2
+    assert len(plan.pending(chain=False)) == 2  # what ran with the chain is not a chainless run
+
+    base = yaml.safe_load((directory / "base.yaml").read_text())
+    (directory / "base.yaml").write_text(yaml.safe_dump({**base, "duration": 30}))
+    edited = load_set(directory, tmp_path / "out")
+    assert len(edited.pending()) == 2  # runs of the old base are stale, not done
 
 
 def dfl(*args: str) -> subprocess.CompletedProcess[str]:
