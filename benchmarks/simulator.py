@@ -4,8 +4,9 @@ Runs experiments/dfl-fig9/base.yaml (10 nodes, degree 4, buffer 4, 4000 ticks, I
 HalfFedAvg) twice, once with the real ledger (signed transactions and receipts, blocks
 confirmed by neighbours into SQLite) and once with the papers' chainless engine, and prints for
 each the wall time, ticks per second and CPU by category. The chain's share is given two ways:
-the profiled blockchain CPU over all profiled CPU of the chain run, and the extra wall time the
-chain run took over the chainless one. Targets (issue 7): <= 5 minutes with the chain on a
+the profiled blockchain CPU (the protocol engines and the chain stores, all on the simulator's
+own thread) over the process's whole CPU time (torch's threads included), and the extra wall
+time the chain run took over the chainless one. Targets (issue 7): <= 5 minutes with the chain on a
 2-core machine, chain share <= 10 %.
 
 First it times how one batch of evaluations can run (the hot path): the simulator's loop over
@@ -127,6 +128,7 @@ def main() -> int:
             )
             results[chain] = summary
             cpu = ", ".join(f"{k} {v:.1f} s" for k, v in summary["cpu_seconds"].items())
+            cpu += f" (process, all threads: {summary['process_cpu_seconds']:.1f} s)"
             print(
                 f"  wall {summary['wall_seconds']:.1f} s, {summary['ticks_per_second']:.1f} "
                 f"ticks/s, CPU {cpu}; {summary['evaluations']} evaluations in "
@@ -134,10 +136,11 @@ def main() -> int:
                 f"{summary['final_accuracy']:.3f}, {summary['blocks_finalized']} blocks"
             )
     with_chain, without = results[True], results[False]
-    extra = 1 - without["wall_seconds"] / with_chain["wall_seconds"]
+    extra = with_chain["wall_seconds"] / without["wall_seconds"] - 1
+    share = with_chain["cpu_seconds"]["blockchain"] / with_chain["process_cpu_seconds"]
     print(
-        f"\nchain share: {with_chain['chain_share']:.1%} of the profiled CPU "
-        f"(target <= {TARGET_SHARE:.0%}); the chain run took {extra:.1%} more wall time"
+        f"\nchain share: {share:.1%} of the process's CPU (target <= {TARGET_SHARE:.0%}); "
+        f"the chain run took {extra:.1%} more wall time than the chainless one"
     )
     print(
         f"wall time with the chain: {with_chain['wall_seconds']:.0f} s "

@@ -98,8 +98,12 @@ def plot_grid(
     cells: dict[tuple[int, int], Sequence[Path]],
 ) -> Path:
     """The set's grid: accuracy (and weight difference) per case, averaged over repetitions."""
-    figure = Figure(figsize=(4.2 * len(columns), 3.6 * len(rows)))
-    grid = figure.add_gridspec(len(rows), len(columns), hspace=0.45, wspace=0.25, top=0.93)
+    height = 3.6 * len(rows)
+    figure = Figure(figsize=(4.2 * len(columns), height))
+    # leave the title a fixed 0.7 inch whatever the number of rows
+    grid = figure.add_gridspec(
+        len(rows), len(columns), hspace=0.45, wspace=0.25, top=1 - 0.7 / height
+    )
     for (r, c), directories in cells.items():
         inner = grid[r, c].subgridspec(2, 1, height_ratios=[3, 1.3], hspace=0.08)
         top = figure.add_subplot(inner[0])
@@ -123,7 +127,7 @@ def plot_grid(
             bottom.set_ylabel("w. diff", fontsize="small")
         if r == len(rows) - 1:
             bottom.set_xlabel("tick", fontsize="small")
-    figure.suptitle(title, y=0.97)
+    figure.suptitle(title, y=1 - 0.2 / height)
     figure.savefig(path, dpi=90, bbox_inches="tight", pad_inches=0.15)
     return path
 
