@@ -92,6 +92,8 @@ class DflSimNode:
             self.learner.weights(), self.last_accuracy, received, self.reputation
         )
         self.learner.set_weights(updated)
+        if not self.reputation:
+            return  # a rule without reputations (FedAvg, HalfFedAvg) leaves no rows
         now = self.clock()
         for generator in sorted({str(r.generator) for r in received}):
             value = self.reputation.get(generator, INITIAL_REPUTATION)
