@@ -140,6 +140,7 @@ def plot_curves(
     lines: dict[str, list[tuple[float, list[float]]]],
 ) -> Path:
     """`metric` against x, one line per row: mean over repetitions, min-max as error bars."""
+    lowest_is_best = "loss" in metric
     figure = Figure(figsize=(8, 5))
     ax = figure.add_subplot()
     for label, points in lines.items():
@@ -151,12 +152,12 @@ def plot_curves(
         low = means - np.array([np.min(v) for _, v in points])
         high = np.array([np.max(v) for _, v in points]) - means
         line = ax.errorbar(xs, means, yerr=[low, high], marker="o", capsize=3, label=label)
-        best = int(np.argmin(means) if "loss" in metric else np.argmax(means))
+        best = int(np.argmin(means) if lowest_is_best else np.argmax(means))
         ax.plot(xs[best], means[best], marker="*", ms=16, color=line[0].get_color(), mec="black")
     ax.set_xlabel(x_label)
     ax.set_ylabel(metric.replace("_", " "))
-    best = "minimum" if "loss" in metric else "maximum"
-    ax.set_title(f"{title}\n(star: the {best} of each line)")
+    extreme = "minimum" if lowest_is_best else "maximum"
+    ax.set_title(f"{title}\n(star: the {extreme} of each line)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(figure, path)
