@@ -9,7 +9,7 @@ own thread) over the process's whole CPU time (torch's threads included), and th
 time the chain run took over the chainless one. Targets (issue 7): <= 5 minutes with the chain on a
 2-core machine, chain share <= 10 %.
 
-First it times how one batch of evaluations can run (the hot path): the simulator's loop over
+First it times how the simulator's evaluations can run (the hot path): its loop over
 `functional_call` with channels-last activations, against `torch.func.vmap` over stacked
 weights (which cannot keep channels-last), per model on 100 samples.
 
@@ -131,8 +131,7 @@ def main() -> int:
             cpu += f" (process, all threads: {summary['process_cpu_seconds']:.1f} s)"
             print(
                 f"  wall {summary['wall_seconds']:.1f} s, {summary['ticks_per_second']:.1f} "
-                f"ticks/s, CPU {cpu}; {summary['evaluations']} evaluations in "
-                f"{summary['evaluation_batches']} batches; final accuracy "
+                f"ticks/s, CPU {cpu}; {summary['evaluations']} evaluations; final accuracy "
                 f"{summary['final_accuracy']:.3f}, {summary['blocks_finalized']} blocks"
             )
     with_chain, without = results[True], results[False]

@@ -2,9 +2,10 @@
 
 A comparison answers "which run learns faster, and at what cost": test-set accuracy against
 wall-clock time, CPU seconds by category, the blockchain's share of that CPU and the bytes each
-node sent. Every per-run figure comes from report.py's `load_run` and `summarize`, so a comparison
-cannot disagree with the runs' own reports; this module only lines the runs up. The output goes
-to a directory of its own (compare.md, compare.json, accuracy.png, cpu.png), never into a run
+node sent. Every per-run figure comes from the run report's `load_run` and `summarize`, so a
+comparison cannot disagree with the runs' own reports, and every figure is printed as the report
+prints it (orchestrator/report/cells.py); this module only lines the runs up. The output goes to
+a directory of its own (compare.md, compare.json, accuracy.png, cpu.png), never into a run
 directory, because a comparison belongs to none of its runs; paths in it are relative to that
 directory so that it can be moved along with the runs.
 
@@ -24,21 +25,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from orchestrator.report import (
-    CATEGORY_ORDER,
-    CHANCE_ACCURACY,
-    FINAL_WINDOW_S,
-    RunData,
-    RunSummary,
-    Series,
-    _duration,
-    _json_ready,
-    _num,
-    _pct,
-    _table,
-    load_run,
-    summarize,
-)
+from orchestrator.report.cells import duration, num, pct, table
+from orchestrator.report.cpu_table import category_columns
+from orchestrator.report.readers import load_run
+from orchestrator.report.render import json_ready
+from orchestrator.report.schema import RunData, Series
+from orchestrator.report.summary import CHANCE_ACCURACY, FINAL_WINDOW_S, RunSummary, summarize
 
 DEFAULT_OUT = Path("runs") / "compare"
 MARKDOWN_FILE = "compare.md"
@@ -250,15 +242,10 @@ def _cpu(summary: RunSummary) -> tuple[dict[str, float], dict[str, float], int]:
     """CPU seconds by category summed over the profiled nodes, their per-node mean, and how many
     nodes that is (a node without profile.json or CPU metrics would drag the mean down)."""
     profiled = [n.cpu_seconds_by_category for n in summary.nodes.values() if n.cpu_source]
-    categories = _ordered_categories(c for seconds in profiled for c in seconds)
+    categories = category_columns(c for seconds in profiled for c in seconds)
     total = {c: sum(seconds.get(c, 0.0) for seconds in profiled) for c in categories}
     node_mean = {c: s / len(profiled) for c, s in total.items()} if profiled else {}
     return total, node_mean, len(profiled)
-
-
-def _ordered_categories(names: Iterable[str]) -> list[str]:
-    """The paper's three categories always, then any other a profiler adds, alphabetically."""
-    return [*CATEGORY_ORDER, *sorted(set(names) - set(CATEGORY_ORDER))]
 
 
 def accuracy_curve(data: RunData) -> AccuracyCurve:
@@ -353,7 +340,7 @@ def _draw_plots(runs: Sequence[RunComparison], out: Path) -> None:
 
 
 def _all_categories(runs: Sequence[RunComparison]) -> list[str]:
-    return _ordered_categories(c for r in runs for c in r.cpu_seconds_total)
+    return category_columns(c for r in runs for c in r.cpu_seconds_total)
 
 
 def comparison_json(runs: Sequence[RunComparison]) -> str:
@@ -361,7 +348,7 @@ def comparison_json(runs: Sequence[RunComparison]) -> str:
         "plots": {"accuracy": ACCURACY_PLOT, "cpu": CPU_PLOT},
         "runs": [asdict(run) for run in runs],
     }
-    return json.dumps(_json_ready(document), indent=2) + "\n"
+    return json.dumps(json_ready(document), indent=2) + "\n"
 
 
 def comparison_markdown(runs: Sequence[RunComparison]) -> str:
@@ -401,7 +388,7 @@ def _header(runs: Sequence[RunComparison]) -> str:
             r.runtime,
             r.started_at,
             str(r.nodes),
-            _duration(r.duration_s),
+            duration(r.duration_s),
         )
         for r in runs
     ]
@@ -409,7 +396,7 @@ def _header(runs: Sequence[RunComparison]) -> str:
         "# Run comparison\n\n"
         "Run directories are relative to this file; each run's own report is its `report.md` "
         "(`dfl report DIR`).\n\n"
-        + _table(
+        + table(
             ("run", "directory", "protocol", "runtime", "started at", "nodes", "duration"),
             rows,
             "-----n-",
@@ -421,8 +408,8 @@ def _accuracy_section(runs: Sequence[RunComparison]) -> str:
     rows = [
         (
             r.label,
-            _num(r.final_test_accuracy.mean, 3),
-            _num(r.final_test_accuracy.minimum, 3),
+            num(r.final_test_accuracy.mean, 3),
+            num(r.final_test_accuracy.minimum, 3),
             f"{r.final_test_accuracy.nodes} of {r.nodes}",
         )
         for r in runs
@@ -434,7 +421,7 @@ def _accuracy_section(runs: Sequence[RunComparison]) -> str:
         "nodes. The plot shows the mean over the nodes at each "
         "evaluation against wall-clock time since the run started, with the min..max band "
         f"across nodes; chance is {CHANCE_ACCURACY:.2f}.\n\n"
-        + _table(("run", "final mean", "final min", "nodes with a final figure"), rows)
+        + table(("run", "final mean", "final min", "nodes with a final figure"), rows)
         + f"\n![accuracy over time]({ACCURACY_PLOT})\n"
     )
 
@@ -448,10 +435,10 @@ def _cpu_section(runs: Sequence[RunComparison]) -> str:
             (
                 r.label,
                 f"{r.profiled_nodes} of {r.nodes}",
-                *(_num(total.get(c)) for c in categories),
-                _num(sum(total.values()) if total else None),
-                *(_num(mean.get(c)) for c in categories),
-                _num(sum(mean.values()) if mean else None),
+                *(num(total.get(c)) for c in categories),
+                num(sum(total.values()) if total else None),
+                *(num(mean.get(c)) for c in categories),
+                num(sum(mean.values()) if mean else None),
             )
         )
     header = (
@@ -466,7 +453,7 @@ def _cpu_section(runs: Sequence[RunComparison]) -> str:
         "## CPU by category\n\n"
         "CPU seconds (thread CPU time, not wall time) from each node's profile. Σ = summed over "
         "the profiled nodes; per node = that sum divided by the profiled nodes.\n\n"
-        + _table(header, rows)
+        + table(header, rows)
         + f"\n![CPU seconds by category]({CPU_PLOT})\n"
     )
 
@@ -475,16 +462,16 @@ def _share_section(runs: Sequence[RunComparison]) -> str:
     rows = [
         (
             r.label,
-            _pct(r.blockchain_share.mean),
-            _range(r.blockchain_share, _pct),
-            ", ".join(f"{n} {_pct(s)}" for n, s in r.blockchain_share_by_node.items()) or "n/a",
+            pct(r.blockchain_share.mean),
+            _range(r.blockchain_share, pct),
+            ", ".join(f"{n} {pct(s)}" for n, s in r.blockchain_share_by_node.items()) or "n/a",
         )
         for r in runs
     ]
     return (
         "## Blockchain share of CPU\n\n"
         "Per node: blockchain CPU seconds / all profiled CPU seconds; then the mean and the range "
-        "over the nodes.\n\n" + _table(("run", "mean", "min .. max", "per node"), rows, "-nn-")
+        "over the nodes.\n\n" + table(("run", "mean", "min .. max", "per node"), rows, "-nn-")
     )
 
 
@@ -506,7 +493,7 @@ def _bytes_section(runs: Sequence[RunComparison]) -> str:
         f"The last value of each node's cumulative `{BYTES_METRIC}` counter: the payload bytes "
         f"it delivered to peers. Runs recorded before the metric existed say {NOT_RECORDED}; "
         "the sum and the mean cover the nodes that recorded it.\n\n"
-        + _table(("run", "all nodes", "mean per node", "min .. max", "per node"), rows, "-nnn-")
+        + table(("run", "all nodes", "mean per node", "min .. max", "per node"), rows, "-nnn-")
     )
 
 
@@ -521,7 +508,7 @@ def _protocol_section(runs: Sequence[RunComparison]) -> str:
     return (
         "## Protocol-specific figures\n\n"
         "Run summary fields that not every protocol has (BLADE-FL's, for instance).\n\n"
-        + _table(("run", "figure", "value"), rows, "--n")
+        + table(("run", "figure", "value"), rows, "--n")
     )
 
 

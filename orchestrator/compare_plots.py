@@ -1,9 +1,9 @@
-"""The figures of `dfl compare`: one line or bar per run, in plots.py's style.
+"""The figures of `dfl compare`: one line or bar per run, in orchestrator/plots.py's style.
 
-Like plots.py this uses matplotlib's object API on the Agg canvas (no pyplot, no display), always
-writes the file, saying so when there is nothing to draw, and keeps legends outside the axes.
-Each run keeps one colour in every figure. The functions take plain mappings keyed by run label,
-so they stay independent of how orchestrator/compare.py computes the figures.
+Like the run report's figures this uses matplotlib's object API on the Agg canvas (no pyplot, no
+display), always writes the file, saying so when there is nothing to draw, and keeps legends
+outside the axes. Each run keeps one colour in every figure. The functions take plain mappings
+keyed by run label, so they stay independent of how orchestrator/compare.py computes the figures.
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from orchestrator.plots import _finish_cpu_figure, _no_data, _save, _stacked, node_colours
+from orchestrator.plots import (
+    finish_cpu_figure,
+    mark_no_data,
+    node_colours,
+    save_figure,
+    stacked_bars,
+)
 
 # (times in seconds, mean, min, max over the nodes)
 Band = tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]
@@ -35,7 +41,7 @@ def plot_accuracy_comparison(
         ax.plot(times, mean, color=colours[label], lw=1.8)
     ax.axhline(chance, color="dimgrey", ls=":", lw=1.4)
     if not drawn:
-        _no_data(ax, "accuracy_test samples")
+        mark_no_data(ax, "accuracy_test samples")
     last = max((max(curves[label][0]) for label in drawn), default=0.0)
     ax.set_xlim(0.0, last or 1.0)
     ax.set_ylim(0.0, 1.02)
@@ -48,7 +54,7 @@ def plot_accuracy_comparison(
     ax.legend(
         handles=handles, title="run", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1)
     )
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_cpu_comparison(
@@ -66,8 +72,8 @@ def plot_cpu_comparison(
     summed, mean = figure.subplots(1, 2)
     runs = list(total)
     if not any(total.values()):
-        _no_data(summed, "CPU profiles")
-        _no_data(mean, "CPU profiles")
+        mark_no_data(summed, "CPU profiles")
+        mark_no_data(mean, "CPU profiles")
     else:
         _run_bars(summed, runs, category_order, total)
         _run_bars(mean, runs, category_order, per_node)
@@ -77,7 +83,7 @@ def plot_cpu_comparison(
         )
     summed.set_title("summed over the run's nodes")
     mean.set_title("per node (label: mean blockchain share)")
-    return _finish_cpu_figure(figure, (summed, mean), title, path)
+    return finish_cpu_figure(figure, (summed, mean), title, path)
 
 
 def _run_bars(
@@ -86,7 +92,7 @@ def _run_bars(
     category_order: Sequence[str],
     seconds: Mapping[str, Mapping[str, float]],
 ) -> None:
-    _stacked(ax, runs, category_order, lambda run, c: seconds[run].get(c, 0.0))
+    stacked_bars(ax, runs, category_order, lambda run, c: seconds[run].get(c, 0.0))
     ax.set_xticks(range(len(runs)), [run.replace(" (", "\n(", 1) for run in runs])
 
 

@@ -31,8 +31,7 @@ from orchestrator.datasets import load_dataset
 from orchestrator.endpoint import NodeEndpoint
 from orchestrator.evaluator import TestSetEvaluator
 from orchestrator.exporter import OrchestratorMetrics
-from orchestrator.injector import inject
-from orchestrator.partition import Partition
+from orchestrator.injector import inject, training_samples
 from orchestrator.spec import ExperimentSpec
 from proto.dfl.v1 import node_pb2, node_pb2_grpc
 
@@ -206,19 +205,15 @@ async def drive(
     metrics_csv: Path | None = None,
     exporter: OrchestratorMetrics | None = None,
     duration: float | None = None,
-    rate: float | None = None,
     ready_timeout: float = READY_TIMEOUT,
 ) -> None:
     """Injects, samples and watches the started nodes until `duration` ends or `stop` is set.
 
-    `duration` None runs until `stop` (a compose stack's orchestrator); `rate` overrides the
-    spec's injection rate for every node.
+    `duration` None runs until `stop` (a compose stack's orchestrator).
     """
     spec = fleet.spec
     dataset = load_dataset(spec.dataset)
-    partition = Partition.build(
-        spec.nodes.distribution, spec.nodes.count, dataset.train_labels, spec.seed
-    )
+    samples = training_samples(spec, dataset)
     evaluator = TestSetEvaluator(spec.model, dataset, spec.evaluation.test_samples, seed=spec.seed)
     channels = {
         node.name: grpc.aio.insecure_channel(node.target, options=CHANNEL_OPTIONS)
@@ -236,8 +231,8 @@ async def drive(
             asyncio.ensure_future(
                 inject(
                     stubs[node.name],
-                    partition.stream(node.index, dataset.train_images, dataset.train_labels),
-                    rate if rate is not None else spec.injection_rate_of(node.index),
+                    samples[node.index],
+                    spec.injection_rate_of(node.index),
                     injecting,
                     on_accepted=exporter.injected_into(node.name) if exporter else None,
                 )
@@ -315,6 +310,7 @@ def write_run_info(
         "started_at": datetime.fromtimestamp(fleet.started_at or time.time(), UTC).isoformat(),
         "duration_s": spec.duration_seconds if fleet.elapsed is None else fleet.elapsed,
         **extra,
+        "edges": [list(edge) for edge in spec.edges()],
         "nodes": [
             {
                 "name": node.name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from node import seeds
 from node.learning.codec import decode_f32le, layer_shapes
 from node.learning.training import Learner
 from orchestrator.datasets import Dataset
@@ -18,7 +19,7 @@ class TestSetEvaluator:
     __test__ = False  # not a pytest class, despite the name
 
     def __init__(self, model: str, dataset: Dataset, samples: int, seed: int = 0) -> None:
-        rng = np.random.default_rng(seed)
+        rng = seeds.stream(seed, seeds.Purpose.TEST_SET)
         count = min(samples, len(dataset.test_labels))
         index = rng.choice(len(dataset.test_labels), count, replace=False)
         self.images = dataset.test_images[index]

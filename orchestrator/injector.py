@@ -13,8 +13,12 @@ import logging
 from collections.abc import Callable
 
 import grpc
+import numpy as np
 
-from orchestrator.partition import SampleStream
+from node.host.samples import Batch, DrawsSamples
+from orchestrator.datasets import Dataset
+from orchestrator.partition import Partition
+from orchestrator.spec import ExperimentSpec
 from proto.dfl.v1 import node_pb2, node_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -22,7 +26,40 @@ log = logging.getLogger(__name__)
 BATCHES_PER_SECOND = 4
 
 
-def sample_batch(stream: SampleStream, count: int) -> node_pb2.SampleBatch:
+class LocalDatasetFirst:
+    """A BLADE-FL client's samples: its fixed local dataset (disjoint from every other
+    client's, as the simulator hands out), then its stream, which fills its test shard."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, then: DrawsSamples) -> None:
+        self._images, self._labels, self._then = images, labels, then
+        self._given = 0
+
+    def draw(self, n: int) -> Batch:
+        first = slice(self._given, min(self._given + n, len(self._labels)))
+        self._given = first.stop
+        images, labels = self._images[first], self._labels[first]
+        if len(labels) == n:
+            return images, labels
+        more_images, more_labels = self._then.draw(n - len(labels))
+        return np.concatenate([images, more_images]), np.concatenate([labels, more_labels])
+
+
+def training_samples(spec: ExperimentSpec, dataset: Dataset) -> list[DrawsSamples]:
+    """What the orchestrator injects into each node, in order: the samples the simulator gives
+    the same node of the same spec."""
+    partition = Partition.build(spec.partition(), spec.nodes.count, dataset.train_labels, spec.seed)
+    images, labels = dataset.train_images, dataset.train_labels
+    streams = [partition.stream(index, images, labels) for index in range(spec.nodes.count)]
+    if spec.blade is None:
+        return list(streams)
+    local = partition.local_datasets(labels, spec.blade.dataset_size)
+    return [
+        LocalDatasetFirst(images[picks], labels[picks], stream)
+        for picks, stream in zip(local, streams, strict=True)
+    ]
+
+
+def sample_batch(stream: DrawsSamples, count: int) -> node_pb2.SampleBatch:
     images, labels = stream.draw(count)
     return node_pb2.SampleBatch(
         samples=[
@@ -34,7 +71,7 @@ def sample_batch(stream: SampleStream, count: int) -> node_pb2.SampleBatch:
 
 async def inject(
     stub: node_pb2_grpc.NodeStub,
-    stream: SampleStream,
+    stream: DrawsSamples,
     rate: float,
     stop: asyncio.Event,
     on_accepted: Callable[[int], None] | None = None,

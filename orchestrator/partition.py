@@ -14,7 +14,9 @@ A partition is described by per-node label weights (a nodes x classes matrix who
 From the weights, the data reaches a node in one of two ways, both seeded:
 
 - a stream (`SampleStream`): the DFL injector draws each sample at random from the node's
-  distribution (a label by weight, then an image of that label), with replacement;
+  distribution (a label by weight, then an image of that label), with replacement; the sequence
+  does not depend on the sizes of the draws, so the simulator and a real run's injector hand a
+  node the same samples in the same order;
 - fixed local datasets (`local_datasets`): BLADE-FL's |D_i| samples per client, disjoint across
   clients, label counts drawn from each client's weights.
 """
@@ -26,11 +28,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-NUM_CLASSES = 10
+from node import seeds
+from node.seeds import Purpose
 
-# Independent random streams under one experiment seed, so that adding a node or drawing one
-# more sample somewhere never changes another stream.
-_WEIGHTS, _STREAM, _LOCAL = 0, 1, 2
+NUM_CLASSES = 10
+# Samples a stream takes from its generator at a time, whatever a caller asks for; changing it
+# changes every stream's samples.
+BLOCK = 1024
 
 LabelWeight = float | tuple[float, float] | Sequence[float]
 
@@ -103,7 +107,7 @@ def label_weights(
     `class_frequencies` (the dataset's label histogram) is what `iid` means; without it iid is
     uniform over labels. Explicit weights repeat cyclically when there are more nodes than rows.
     """
-    rng = np.random.default_rng([seed, _WEIGHTS])
+    rng = seeds.stream(seed, Purpose.LABEL_WEIGHTS)
     if spec.kind == "iid":
         base = np.ones(NUM_CLASSES) if class_frequencies is None else class_frequencies
         rows = np.tile(np.asarray(base, dtype=np.float64), (num_nodes, 1))
@@ -133,7 +137,13 @@ class _ByLabel:
 
 
 class SampleStream:
-    """A node's endless supply of training samples, drawn at random from its label weights."""
+    """A node's endless supply of training samples, drawn at random from its label weights.
+
+    The generator is consumed in blocks of BLOCK samples, so the sequence is the stream's own:
+    `draw(a)` then `draw(b)` gives exactly the first a + b samples that one `draw(a + b)` would.
+    Without that, the simulator (batches of 64) and an injector (batches of whatever it sends)
+    would train the same node on different samples.
+    """
 
     def __init__(
         self,
@@ -150,12 +160,24 @@ class SampleStream:
             raise ValueError(f"labels {np.flatnonzero(missing).tolist()} have weight but no data")
         self.weights = weights
         self.rng = rng
+        self._pending = np.empty(0, dtype=np.int64)  # drawn from the generator, not handed out
 
-    def draw_indices(self, n: int) -> np.ndarray:
-        """Indices of the next `n` samples: a label by weight, then a uniform sample of it."""
-        chosen = self.rng.choice(NUM_CLASSES, size=n, p=self.weights)
+    def _block(self) -> np.ndarray:
+        """The next BLOCK indices: a label by weight, then a uniform sample of that label."""
+        chosen = self.rng.choice(NUM_CLASSES, size=BLOCK, p=self.weights)
         offsets = self.rng.integers(0, self.index.counts[chosen])
         return self.index.order[self.index.starts[chosen] + offsets]
+
+    def draw_indices(self, n: int) -> np.ndarray:
+        """Indices of the next `n` samples of the stream."""
+        if n < 0:
+            raise ValueError(f"cannot draw {n} samples")
+        missing = n - len(self._pending)
+        if missing > 0:
+            blocks = [self._block() for _ in range(-(-missing // BLOCK))]
+            self._pending = np.concatenate([self._pending, *blocks])
+        picks, self._pending = self._pending[:n], self._pending[n:]
+        return picks
 
     def draw(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         picks = self.draw_indices(n)
@@ -171,11 +193,16 @@ class Partition:
     seed: int
 
     @classmethod
-    def build(
-        cls, spec: PartitionSpec | str, num_nodes: int, labels: np.ndarray, seed: int
-    ) -> Partition:
-        if isinstance(spec, str):
-            spec = parse_partition(spec)
+    def build(cls, spec: PartitionSpec, num_nodes: int, labels: np.ndarray, seed: int) -> Partition:
+        """The partition of `labels` for `num_nodes` nodes under `seed`.
+
+        It takes the parsed spec (`ExperimentSpec.partition()`), never the text, so that one
+        experiment has one parse of its distribution.
+        """
+        if not isinstance(spec, PartitionSpec):
+            raise TypeError(
+                f"Partition.build takes a PartitionSpec (spec.partition()), not {spec!r}"
+            )
         frequencies = np.bincount(labels, minlength=NUM_CLASSES)[:NUM_CLASSES].astype(np.float64)
         return cls(spec, label_weights(spec, num_nodes, seed, frequencies), seed)
 
@@ -185,7 +212,7 @@ class Partition:
 
     def stream(self, node: int, images: np.ndarray, labels: np.ndarray) -> SampleStream:
         """Node `node`'s sample stream; independent of every other node's."""
-        rng = np.random.default_rng([self.seed, _STREAM, node])
+        rng = seeds.stream(self.seed, Purpose.TRAIN_STREAM, node)
         return SampleStream(images, labels, self.weights[node], rng)
 
     def local_datasets(self, labels: np.ndarray, size: int) -> list[np.ndarray]:
@@ -194,7 +221,7 @@ class Partition:
         Label counts are a multinomial draw from the node's weights; samples of each label are
         handed out without replacement from one shuffled pool, so no two nodes share a sample.
         """
-        rng = np.random.default_rng([self.seed, _LOCAL])
+        rng = seeds.stream(self.seed, Purpose.LOCAL_DATASETS)
         index = _ByLabel(labels)
         pools = [
             rng.permutation(index.order[index.starts[c] : index.starts[c] + index.counts[c]])

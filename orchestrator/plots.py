@@ -1,192 +1,65 @@
-"""The run report's figures, drawn with matplotlib's object API and the Agg canvas.
+"""The figures' common style, drawn with matplotlib's object API and the Agg canvas.
 
-No pyplot: pyplot keeps global figure state and picks a GUI backend, and a report is rendered from
+No pyplot: pyplot keeps global figure state and picks a GUI backend, and figures are drawn from
 the CLI, from tests and (later) from inside a running orchestrator, none of which has a display.
-Every plot is written even without data (it then says so), so the report never links a missing
-image. Each node keeps one colour across all figures, and legends sit outside the axes so that
-they never hide a curve.
+The run report's figures (orchestrator/report/plots.py), `dfl compare`'s (compare_plots.py) and the
+simulator's (sim/figures.py) all go through here, so they look alike: every figure is written
+even without data (it then says so), so a report never links a missing image; each node or run
+keeps one colour across all figures; CPU bars are stacked by category in the same colours.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.legend import Legend
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
-
-Points = tuple[Sequence[float], Sequence[float]]  # (times in seconds, values)
 
 CATEGORY_COLOURS = {"ml": "#4878d0", "blockchain": "#ee854a", "network": "#6acc64"}
 DPI = 110
 
 
 def node_colours(names: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """One colour per name, the same in every figure drawn with the same names."""
     palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
     return {name: palette(i % palette.N) for i, name in enumerate(names)}
 
 
-def _node_legend(
-    ax: Axes, names: Sequence[str], colours: Mapping[str, tuple[float, ...]]
-) -> Legend | None:
-    """One entry per node (its colour), outside the axes on the right."""
-    if not names:
-        return None
-    handles = [Line2D([], [], color=colours[n], lw=2, label=n) for n in names]
-    legend = ax.legend(
-        handles=handles,
-        title="node",
-        fontsize="small",
-        ncol=1 if len(names) <= 16 else 2,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
-    )
-    return legend
-
-
-def _no_data(ax: Axes, what: str) -> None:
+def mark_no_data(ax: Axes, what: str) -> None:
+    """Says so on empty axes, so that a figure is written whatever the run recorded and a report
+    (or a comparison) never links a missing image."""
     ax.text(0.5, 0.5, f"no {what} in this run", ha="center", va="center", transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def save_figure(figure: Figure, path: Path) -> Path:
+    """Every figure's one way to disk (layout, DPI, margins), so that the report's, the
+    comparison's and the simulator's figures look alike."""
     figure.tight_layout()
     # bbox "tight" also takes in legends placed outside the axes, which tight_layout ignores.
     figure.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.15)
     return path
 
 
-def _time_limits(ax: Axes, series: Sequence[Points], end: float | None) -> None:
-    last = max((max(t) for t, _ in series if len(t)), default=0.0)
-    ax.set_xlim(0.0, max(end or 0.0, last) or 1.0)
-
-
-def plot_accuracy(
-    path: Path,
-    test: Mapping[str, Points],
-    local: Mapping[str, Points],
-    *,
-    node_order: Sequence[str],
-    chance: float,
-    window: tuple[float, float] | None,
-    title: str,
-) -> Path:
-    """Test-set accuracy solid, local accuracy dashed (same colour per node), chance dotted,
-    and the window the final accuracy is averaged over shaded."""
-    figure = Figure(figsize=(10, 5))
-    ax = figure.add_subplot()
-    colours = node_colours(node_order)
-    for name in node_order:
-        if name in test:
-            ax.plot(*test[name], color=colours[name], lw=1.8)
-        if name in local:
-            ax.plot(*local[name], color=colours[name], lw=1.1, ls="--", alpha=0.85)
-    ax.axhline(chance, color="dimgrey", ls=":", lw=1.4)
-    if window is not None:
-        ax.axvspan(max(window[0], 0.0), window[1], color="grey", alpha=0.12, lw=0)
-    if not test and not local:
-        _no_data(ax, "accuracy samples")
-    _time_limits(ax, [*test.values(), *local.values()], window[1] if window else None)
-    ax.set_ylim(0.0, 1.02)
-    ax.set_xlabel("time since start (s)")
-    ax.set_ylabel("accuracy (fraction correct)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    nodes_legend = _node_legend(ax, [n for n in node_order if n in test or n in local], colours)
-    if nodes_legend is not None:
-        ax.add_artist(nodes_legend)  # keep it: the next ax.legend() call replaces the axes' legend
-    styles = [
-        Line2D([], [], color="black", lw=1.8, label="test set"),
-        Line2D([], [], color="black", lw=1.1, ls="--", label="local samples"),
-        Line2D([], [], color="dimgrey", lw=1.4, ls=":", label=f"chance ({chance:g})"),
-        Patch(color="grey", alpha=0.12, label="final-accuracy\nwindow"),
-    ]
-    ax.legend(
-        handles=styles, title="line", fontsize="small", loc="lower left", bbox_to_anchor=(1.01, 0.0)
-    )
-    return _save(figure, path)
-
-
-def plot_cpu(
-    path: Path,
-    profiles: Mapping[str, Mapping[tuple[str, str], float]],
-    *,
-    node_order: Sequence[str],
-    task_order: Sequence[str],
-    category_order: Sequence[str],
-    task_labels: Mapping[str, str],
-    title: str,
-) -> Path:
-    """Left: CPU seconds per node stacked by category, blockchain share on top of each bar.
-    Right: CPU seconds per task (all nodes summed) stacked by category: Table 6 in one picture."""
-    figure = Figure(figsize=(12, 5))
-    by_node, by_task = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.3]})
-    nodes = [n for n in node_order if n in profiles]
-    if not nodes:
-        _no_data(by_node, "CPU profiles")
-        _no_data(by_task, "CPU profiles")
-    else:
-        _stacked(
-            by_node,
-            nodes,
-            category_order,
-            lambda node, c: sum(s for (_, cat), s in profiles[node].items() if cat == c),
-        )
-        for index, node in enumerate(nodes):
-            total = sum(profiles[node].values())
-            chain = sum(s for (_, cat), s in profiles[node].items() if cat == "blockchain")
-            if total > 0:
-                by_node.annotate(
-                    f"{100 * chain / total:.1f} %",
-                    (index, total),
-                    ha="center",
-                    va="bottom",
-                    fontsize="small",
-                    xytext=(0, 2),
-                    textcoords="offset points",
-                )
-        by_node.set_xticks(range(len(nodes)), nodes, rotation=30 if len(nodes) > 6 else 0)
-        _stacked(
-            by_task,
-            list(task_order),
-            category_order,
-            lambda task, c: sum(p.get((task, c), 0.0) for p in profiles.values()),
-        )
-        by_task.set_xticks(
-            range(len(task_order)),
-            [task_labels.get(t, t).replace(" ", "\n", 1) for t in task_order],
-            fontsize="small",
-        )
-        by_task.legend(
-            title="category", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0)
-        )
-    by_node.set_title("per node (label: blockchain share)")
-    by_node.set_xlabel("node")
-    by_task.set_title(f"per task, {len(nodes)} node(s) summed")
-    by_task.set_xlabel("task")
-    return _finish_cpu_figure(figure, (by_node, by_task), title, path)
-
-
-def _finish_cpu_figure(figure: Figure, axes: Sequence[Axes], title: str, path: Path) -> Path:
-    """The CPU figures' common y axis, grid and title, then saved."""
+def finish_cpu_figure(figure: Figure, axes: Sequence[Axes], title: str, path: Path) -> Path:
+    """The CPU figures' common y axis, grid and title, then saved: the run report's and the
+    comparison's CPU figures share it so that they read the same."""
     for ax in axes:
         ax.set_ylabel("CPU time (s)")
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
     figure.suptitle(title)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
-def _stacked(
+def stacked_bars(
     ax: Axes, bars: list[str], categories: Sequence[str], seconds: Callable[[str, str], float]
 ) -> None:
-    """Bars stacked by category, with headroom above the tallest for its label."""
+    """Bars stacked by category, with headroom above the tallest for its label; per node here,
+    per run in the comparison."""
     bottoms = [0.0] * len(bars)
     for category in categories:
         heights = [seconds(bar, category) for bar in bars]
@@ -201,84 +74,3 @@ def _stacked(
         bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
     # An explicit limit: empty segments stacked on a bar's top pin autoscaling (sticky edges).
     ax.set_ylim(0.0, 1.12 * max(bottoms, default=0.0) or 1.0)
-
-
-def plot_chain(
-    path: Path,
-    heights: Mapping[str, Points],
-    *,
-    node_order: Sequence[str],
-    end: float | None,
-    title: str,
-) -> Path:
-    """Chain height as a step function: a block is appended at an instant, not gradually."""
-    figure = Figure(figsize=(10, 4.5))
-    ax = figure.add_subplot()
-    colours = node_colours(node_order)
-    for name in node_order:
-        if name in heights:
-            ax.step(*heights[name], where="post", color=colours[name], lw=1.6, alpha=0.9)
-    _time_limits(ax, list(heights.values()), end)
-    ax.set_ylim(bottom=0)
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    if not heights:
-        _no_data(ax, "chain_height samples")
-    ax.set_xlabel("time since start (s)")
-    ax.set_ylabel("chain height (blocks)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    _node_legend(ax, [n for n in node_order if n in heights], colours)
-    return _save(figure, path)
-
-
-def plot_plagiarism(
-    path: Path,
-    spreads: Mapping[str, Points],
-    *,
-    node_order: Sequence[str],
-    suspected: Sequence[str],
-    title: str,
-) -> Path:
-    """BLADE-FL: each client's difference std to its nearest peer per round, on a log scale, so
-    that a noisy copy (about sigma) stands orders of magnitude above honest clients. Suspected
-    clients are drawn thick and named so in the legend."""
-    figure = Figure(figsize=(10, 4.5))
-    ax = figure.add_subplot()
-    colours = node_colours(node_order)
-    shown = [n for n in node_order if n in spreads and len(spreads[n][0])]
-    for name in shown:
-        ax.plot(
-            *spreads[name],
-            color=colours[name],
-            lw=2.6 if name in suspected else 1.4,
-            marker="o",
-            ms=3.5,
-        )
-    if shown:
-        ax.set_yscale("log")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    else:
-        _no_data(ax, "resemblance entries")
-    ax.set_xlabel("round (block height)")
-    ax.set_ylabel("std of (model − nearest peer's model)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    if shown:
-        handles = [
-            Line2D(
-                [],
-                [],
-                color=colours[n],
-                lw=2.6 if n in suspected else 1.4,
-                label=f"{n} (suspected)" if n in suspected else n,
-            )
-            for n in shown
-        ]
-        ax.legend(
-            handles=handles,
-            title="client",
-            fontsize="small",
-            loc="upper left",
-            bbox_to_anchor=(1.01, 1.0),
-        )
-    return _save(figure, path)

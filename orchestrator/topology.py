@@ -25,13 +25,13 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from node import seeds
+from node.seeds import Purpose
+
 KINDS = ("full", "ring", "star", "line", "random", "edges")
 
 Edge = tuple[int, int]
 
-# The random topology's own stream under the experiment seed ("topo"), so that it never shares
-# draws with the partitioner's streams (orchestrator/partition.py) under the same seed.
-_STREAM = 0x746F706F
 # Random regular graphs with degree >= 3 are connected with high probability and the pairing
 # below rarely gets stuck, so a handful of attempts is plenty; the cap turns a bad case into an
 # error instead of a hang.
@@ -133,7 +133,7 @@ def random_edges(n: int, degree: int, seed: int) -> list[Edge]:
         )
     if degree == 1 and n > 3:
         raise ValueError(f"degree 1 cannot connect {n} nodes (at most 3); use 2 or more")
-    rng = np.random.default_rng([seed, _STREAM])
+    rng = seeds.stream(seed, Purpose.TOPOLOGY)
     if degree == n - 1:
         return build_edges("full", n, seed=seed)
     if degree == 2:

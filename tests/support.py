@@ -13,11 +13,25 @@ from node.ledger import records
 from node.ledger.keys import NodeKey
 from node.ledger.store import ChainStore
 from node.protocol.blade import BladeConfig, BladeEngine
-from node.protocol.blade import PoolModel as BladeModel
-from node.protocol.common import SamplesCollected
-from node.protocol.dfl import BufferedModel, DflConfig, DflEngine
+from node.protocol.dfl import DflConfig, DflEngine
+from node.protocol.events import BufferedModel, SamplesCollected
+from node.protocol.events import PoolModel as BladeModel
 from orchestrator.runtimes.memory import MemoryNetwork, MemoryNode, inject_steadily
 from proto.dfl.v1 import records_pb2 as pb
+
+# A small DFL experiment the simulator runs in seconds: four MLP nodes on a ring, 100 ticks.
+SMALL_DFL = {
+    "name": "sim-small",
+    "protocol": "dfl",
+    "seed": 3,
+    "duration": 100,
+    "model": "mlp",
+    "dataset": "mnist",
+    "nodes": {"count": 4, "distribution": "iid"},
+    "topology": {"kind": "ring"},
+    "dfl": {"fedavg_buffer": 2, "transactions_per_block": 3, "aggregator": "reputation-0.05"},
+    "sim": {"training_interval": [4, 6], "accuracy_interval": 10},
+}
 
 TINY_LAYERS = (("fc.weight", (3, 4)), ("fc.bias", (3,)))
 TINY_PARAMETERS = 15

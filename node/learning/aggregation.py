@@ -5,6 +5,11 @@ received[(model, accuracy, generator)], reputation)`, with flat float32 vectors 
 nets and a mutable mapping in place of the reputation database. A plugin is any object with that
 method; it may update `reputation` in place, and it returns the node's next model.
 
+`self_accuracy` is the node's current model measured on a fresh test draw of its own, which
+costs one evaluation per aggregation. A rule that never reads it says so with a class attribute
+`reads_self_accuracy = False` (every built-in does), and is handed NaN instead; a plugin that says
+nothing is always handed the measured value.
+
 Plugins are named in an experiment by a short name (the built-ins, or an entry point in the
 `dfl_testbed.aggregators` group, which is how an installed package adds one) or by a dotted path
 (`package.module:Name` or `package.module.Name`). Whatever is loaded is wrapped so that a plugin
@@ -71,6 +76,7 @@ class CheckedAggregator:
     def __init__(self, name: str, plugin: Aggregator) -> None:
         self.name = name
         self.plugin = plugin
+        self.reads_self_accuracy = bool(getattr(plugin, "reads_self_accuracy", True))
 
     def update_model(
         self,

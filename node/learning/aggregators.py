@@ -53,6 +53,8 @@ class FedAvg:
     This is the original's FedAvg sample. With nothing received the model stays as it is.
     """
 
+    reads_self_accuracy = False  # the rule never looks at it: skip the measurement
+
     def update_model(
         self,
         current: np.ndarray,
@@ -67,6 +69,8 @@ class FedAvg:
 
 class HalfFedAvg:
     """Eq. 2: (current + mean(received)) / 2, so the node's own model keeps half the say."""
+
+    reads_self_accuracy = False  # the rule never looks at it: skip the measurement
 
     def update_model(
         self,
@@ -90,6 +94,8 @@ class Reputation:
     the tied models), never going below 0. Unknown generators start at 1.0. As in the original,
     `self_accuracy` plays no part.
     """
+
+    reads_self_accuracy = False  # the rule never looks at it: skip the measurement
 
     def __init__(self, penalty: float = 0.05) -> None:
         if not 0 <= penalty <= 1:
@@ -143,6 +149,8 @@ def sorted_columns(models: Sequence[np.ndarray]) -> np.ndarray:
 class _RobustRule:
     """The shared shape of the robust rules: pool the models (the node's own included unless
     told otherwise), keep the current model when there is nothing to pool, else `combine`."""
+
+    reads_self_accuracy = False  # the rule never looks at it: skip the measurement
 
     include_current: bool = True
 

@@ -24,6 +24,7 @@ class Behaviour:
     name: str = "normal"
     trains: bool = True
     sends: bool = True
+    copies_peers: bool = False  # sends a peer's model: BLADE-FL's lazy client plagiarizes
 
     def batch(
         self, images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
@@ -116,6 +117,7 @@ class Lazy(Behaviour):
     """
 
     name: str = "lazy"
+    copies_peers: bool = True
     trains: bool = False
     variance: float = 0.01
 

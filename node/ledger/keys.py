@@ -105,11 +105,21 @@ class NodeKey:
         return cls.from_signing_key(signing_key)
 
     @classmethod
-    def load_or_create(cls, directory: Path) -> NodeKey:
-        """The node's key survives restarts: load it if the data directory has one."""
+    def load_or_create(cls, directory: Path, seed: bytes | None = None) -> NodeKey:
+        """The node's key survives restarts: load it if the data directory has one, else make
+        one (derived from `seed` when given, for a testbed's reproducible identities).
+
+        A stored key that is not the one `seed` derives is refused: the directory belongs to
+        another node of the experiment, or to another experiment."""
         if (directory / KEY_FILE).exists():
-            return cls.load(directory)
-        key = cls.generate()
+            key = cls.load(directory)
+            if seed is not None and key.address != cls.from_seed(seed).address:
+                raise KeyFileError(
+                    f"{directory / KEY_FILE} is not this node's derived key (another node's or "
+                    "another experiment's data directory); use a fresh data directory"
+                )
+            return key
+        key = cls.generate() if seed is None else cls.from_seed(seed)
         key.save(directory)
         return key
 

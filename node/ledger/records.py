@@ -6,6 +6,7 @@ digest and signature filled in. Validation of what others built lives in validat
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 
 from node.ledger.hashing import digest_message, model_digest
@@ -20,6 +21,11 @@ def node_info(key: NodeKey) -> pb.NodeInfo:
     return pb.NodeInfo(address=key.address, public_key=key.public_key)
 
 
+def spec_digest(spec: str) -> bytes:
+    """SHA-256 of a canonical experiment spec's text: which experiment a chain belongs to."""
+    return hashlib.sha256(spec.encode()).digest()
+
+
 def make_genesis(
     *,
     protocol: str,
@@ -27,8 +33,14 @@ def make_genesis(
     layers: Iterable[tuple[str, Sequence[int]]],
     hyperparameters: Mapping[str, object],
     seed: int,
+    spec: str = "",
+    initial_model_digest: bytes = b"",
 ) -> pb.Genesis:
-    """The experiment's genesis block; every node given the same inputs gets the same digest."""
+    """The experiment's genesis block; every node given the same inputs gets the same digest.
+
+    `spec` is the canonical experiment spec (its SHA-256 is recorded beside it), so that the
+    genesis digest differs between any two experiments, not only between models and seeds.
+    """
     body = pb.GenesisBody(
         protocol=protocol,
         model_architecture=model_architecture,
@@ -38,6 +50,9 @@ def make_genesis(
             for name in sorted(hyperparameters)
         ],
         seed=seed,
+        spec_digest=spec_digest(spec) if spec else b"",
+        spec=spec,
+        initial_model_digest=initial_model_digest,
     )
     return pb.Genesis(body=body, digest=digest_message(body))
 

@@ -1,5 +1,12 @@
 """The BLADE-FL protocol engine (paper 002, section 3), sans-IO like the DFL engine.
 
+Two rules, after h11's state machine. First, every BLADE-FL protocol rule lives in node/protocol/:
+which event moves a round from which phase to which in one table here (`TRANSITIONS`), what a
+round is in blade_rounds.py, and how clients agree on one chain in blade_chain.py. Second, the
+engine does not know where it runs: it never touches a socket, a thread, a clock or a file; the
+host (a gRPC node, the simulator, a test) feeds it events with the current time and carries out
+the actions it returns.
+
 A round k runs the paper's six steps: (1) local training, tau iterations on the client's fixed
 dataset; (2-3) the model goes, signed, to every client's cache pool; (4) once the pool holds
 every client's model, or `collect_timeout` after our own, the client mines block k over the
@@ -31,7 +38,9 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from node.ledger import records
 from node.ledger.errors import RecordRejected, RejectReason
@@ -44,216 +53,38 @@ from node.ledger.validation import (
     validate_pow_block,
     validate_vote,
 )
-from node.protocol.common import (
+from node.protocol.blade_chain import HeightVotes, check_fetched_chain
+from node.protocol.blade_rounds import BladeConfig, Phase, maybe_copy, open_round
+from node.protocol.events import (
+    AggregateRound,
+    BladeAction,
+    BladeEvent,
+    BlockMined,
+    ChainFetched,
+    FetchChain,
+    FetchFailed,
+    LocalModelReady,
     MessageKind,
+    Mine,
     PeersChanged,
+    PersistPowBlock,
+    PoolModel,
+    PowBlockReceived,
     SamplesCollected,
     Send,
+    StopMining,
     Tick,
     TransactionReceived,
+    TruncateChain,
+    VoteReceived,
     to_ms,
 )
 from proto.dfl.v1 import records_pb2 as pb
 
-
-@dataclass(frozen=True)
-class BladeConfig:
-    """Protocol parameters; times are seconds of whatever clock the host passes as `now`."""
-
-    clients: int  # N, this client included
-    rounds: int  # K: blocks, and communication rounds
-    local_iterations: int  # tau: local epochs per round
-    dataset_size: int = 512  # |D_i|: samples a client collects before round 1
-    collect_timeout: float = 30.0  # after our own model, how long to wait for the others
-    vote_timeout: float = 10.0  # after the first candidate block, how long to wait for a majority
-    lazy: bool = False
-    lazy_wait: float = 5.0  # a lazy client copies this long after the first peer model at latest
-    fetch_retry: float = 1.0  # between attempts to fetch a chain we are missing blocks of
-    max_message_bytes: int = 16 * 1024 * 1024
-
-    def __post_init__(self) -> None:
-        problems = [
-            name
-            for name, ok in (
-                ("clients", self.clients >= 1),
-                ("rounds", self.rounds >= 1),
-                ("local_iterations", self.local_iterations >= 1),
-                ("dataset_size", self.dataset_size >= 1),
-                ("collect_timeout", self.collect_timeout > 0),
-                ("vote_timeout", self.vote_timeout > 0),
-                ("lazy_wait", self.lazy_wait >= 0),
-                ("fetch_retry", self.fetch_retry > 0),
-            )
-            if not ok
-        ]
-        if problems:
-            raise ValueError(f"invalid BLADE-FL config field(s): {', '.join(problems)}")
-
-    @property
-    def majority(self) -> int:
-        """Votes a block needs: more than half of the clients (paper step 5)."""
-        return self.clients // 2 + 1
-
-
-# --- events ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LocalModelReady:
-    """The host trained (or, for a lazy client, copied) its model of `round`: raw f32le weights."""
-
-    round: int
-    model: bytes
-
-
-@dataclass(frozen=True)
-class BlockMined:
-    height: int
-    nonce: int
-
-
-@dataclass(frozen=True)
-class PowBlockReceived:
-    payload: bytes
-    sender: str
-
-
-@dataclass(frozen=True)
-class VoteReceived:
-    payload: bytes
-    sender: str
-
-
-@dataclass(frozen=True)
-class ChainFetched:
-    """What FetchChain brought: the peer's blocks from height 1 and its last round's pool."""
-
-    peer: str
-    blocks: tuple[bytes, ...]
-    models: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class FetchFailed:
-    peer: str
-
-
-Event = (
-    SamplesCollected
-    | LocalModelReady
-    | TransactionReceived
-    | BlockMined
-    | PowBlockReceived
-    | VoteReceived
-    | ChainFetched
-    | FetchFailed
-    | PeersChanged
-    | Tick
-)
-
-
-# --- actions -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TrainLocal:
-    """Train `iterations` local epochs from the current global model; report LocalModelReady."""
-
-    round: int
-    iterations: int
-
-
-@dataclass(frozen=True)
-class Plagiarize:
-    """A lazy client's round: copy one of these peer models, add noise; report LocalModelReady."""
-
-    round: int
-    models: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class Mine:
-    """Search nonces for this header prefix until one hashes below `target` (BlockMined)."""
-
-    height: int
-    prefix: bytes
-    target: bytes
-
-
-@dataclass(frozen=True)
-class StopMining:
-    height: int
-
-
-@dataclass(frozen=True)
-class PoolModel:
-    generator: bytes
-    transaction_digest: bytes
-    model: bytes
-
-
-@dataclass(frozen=True)
-class AggregateRound:
-    """Block `round` is appended: average its models into the global model (paper step 6)."""
-
-    round: int
-    models: tuple[PoolModel, ...]
-
-
-@dataclass(frozen=True)
-class PersistPowBlock:
-    block: pb.PowBlock
-
-
-@dataclass(frozen=True)
-class TruncateChain:
-    """Drop every stored block above `height`: the client is switching to a longer fork."""
-
-    height: int
-
-
-@dataclass(frozen=True)
-class FetchChain:
-    """Ask `peer` for its chain from height 1 and its last round's models (ChainFetched)."""
-
-    peer: str
-
-
-Action = (
-    TrainLocal
-    | Plagiarize
-    | Mine
-    | StopMining
-    | Send
-    | AggregateRound
-    | PersistPowBlock
-    | TruncateChain
-    | FetchChain
-)
+__all__ = ["TRANSITIONS", "BladeConfig", "BladeEngine", "BladeState", "Phase"]
 
 
 # --- state -------------------------------------------------------------------------------------
-
-WAITING_FOR_DATA = "waiting_for_data"
-TRAINING = "training"
-COPYING = "copying"
-COLLECTING = "collecting"
-MINING = "mining"
-VOTING = "voting"
-DONE = "done"
-
-
-@dataclass
-class HeightVotes:
-    """Candidates and votes for one height."""
-
-    blocks: dict[bytes, pb.PowBlock] = field(default_factory=dict)  # by hash, valid ones
-    voters: dict[bytes, bytes] = field(default_factory=dict)  # voter address -> block hash
-    voted_by_peer: dict[bytes, str] = field(default_factory=dict)  # block hash -> a peer voting
-    first_candidate_at: float | None = None
-
-    def tally(self) -> Counter[bytes]:
-        return Counter(self.voters.values())
 
 
 @dataclass
@@ -261,7 +92,7 @@ class BladeState:
     peers: tuple[str, ...]
     chain: list[bytes]  # block hashes by height; chain[0] is the genesis digest
     round: int = 0
-    phase: str = WAITING_FOR_DATA
+    phase: Phase = Phase.WAITING_FOR_DATA
     samples: int = 0
     pool: dict[int, dict[bytes, pb.Transaction]] = field(default_factory=dict)  # by generator
     first_peer_model_at: float | None = None
@@ -302,7 +133,7 @@ class BladeEngine:
         self.target = self.policy.pow_target
         self.state = BladeState(peers=tuple(peers), chain=list(chain or [genesis.digest]))
         if self.state.height >= config.rounds:
-            self.state.phase = DONE
+            self.state.phase = Phase.DONE
 
     @property
     def address(self) -> bytes:
@@ -310,7 +141,7 @@ class BladeEngine:
 
     @property
     def finished(self) -> bool:
-        return self.state.phase == DONE
+        return self.state.phase is Phase.DONE
 
     def snapshot(self) -> BladeState:
         return copy.deepcopy(self.state)
@@ -320,98 +151,65 @@ class BladeEngine:
         pool = self.state.pool.get(round, {})
         return [pool[generator] for generator in sorted(pool)]
 
-    def handle(self, event: Event, now: float) -> list[Action]:
-        match event:
-            case SamplesCollected(count):
-                return self._on_samples(count, now)
-            case LocalModelReady(round, model):
-                return self._on_local_model(round, model, now)
-            case TransactionReceived(payload, _):
-                return self._on_pool_model(payload, now)
-            case BlockMined(height, nonce):
-                return self._on_mined(height, nonce, now)
-            case PowBlockReceived(payload, sender):
-                return self._on_block(payload, sender, now)
-            case VoteReceived(payload, sender):
-                return self._on_vote(payload, sender, now)
-            case ChainFetched(peer, blocks, models):
-                return self._on_chain(peer, blocks, models, now)
-            case FetchFailed(_):
-                self.state.fetch_in_flight = False
-                self.state.next_fetch_at = now + self.config.fetch_retry
-                return []
-            case PeersChanged(peers):
-                self.state.peers = tuple(peers)
-                return []
-            case Tick():
-                return self._on_tick(now)
-        raise TypeError(f"not a BLADE-FL event: {event!r}")
+    def handle(self, event: BladeEvent, now: float) -> list[BladeAction]:
+        kind = type(event)
+        handler = TRANSITIONS.get((self.state.phase, kind)) or TRANSITIONS.get((None, kind))
+        if handler is None:
+            raise TypeError(f"not a BLADE-FL event: {event!r}")
+        return handler(self, event, now)
 
     # --- rounds --------------------------------------------------------------------------------
 
-    def _on_samples(self, count: int, now: float) -> list[Action]:
-        state = self.state
-        state.samples += max(count, 0)
-        if state.phase == WAITING_FOR_DATA and state.samples >= self.config.dataset_size:
-            return self._start_round(state.height + 1, now)
+    def _count_samples(self, event: SamplesCollected, now: float) -> list[BladeAction]:
+        self.state.samples += max(event.count, 0)
         return []
 
-    def _start_round(self, round: int, now: float) -> list[Action]:
-        state = self.state
-        state.round = round
-        state.first_peer_model_at = None
-        state.mining = None
-        if round > self.config.rounds:
-            state.phase = DONE
+    def _collect_then_start(self, event: SamplesCollected, now: float) -> list[BladeAction]:
+        self._count_samples(event, now)
+        if self.state.samples < self.config.dataset_size:
             return []
-        if state.samples < self.config.dataset_size:
-            state.phase = WAITING_FOR_DATA
-            return []
-        if self.config.lazy:
-            state.phase = COPYING
-            if state.pool.get(round, {}):
-                state.first_peer_model_at = now
-            return self._maybe_copy(now)
-        state.phase = TRAINING
-        return [TrainLocal(round, self.config.local_iterations)]
+        return self._start_round(self.state.height + 1, now)
 
-    def _maybe_copy(self, now: float) -> list[Action]:
-        state = self.state
-        if state.phase != COPYING or state.first_peer_model_at is None:
-            return []
-        others = list(state.pool.get(state.round, {}).values())  # ours is not there yet
-        everyone = len(others) >= self.config.clients - 1
-        if not (everyone or now >= state.first_peer_model_at + self.config.lazy_wait):
-            return []
-        state.phase = TRAINING  # waiting for the host's copy, like a training
-        state.counters["models_plagiarized"] += 1
-        return [Plagiarize(state.round, tuple(tx.model for tx in others))]
+    def _start_round(self, round: int, now: float) -> list[BladeAction]:
+        self.state.mining = None
+        return open_round(self.state, self.config, round, self._peer_models(round), now)
 
-    def _on_local_model(self, round: int, model: bytes, now: float) -> list[Action]:
+    def _maybe_copy(self, now: float) -> list[BladeAction]:
+        return maybe_copy(self.state, self.config, self._peer_models(self.state.round), now)
+
+    def _peer_models(self, round: int) -> list[bytes]:
+        """The round's pool while our own model is not in it yet, in order of arrival."""
+        return [tx.model for tx in self.state.pool.get(round, {}).values()]
+
+    def _local_model_late(self, event: LocalModelReady, now: float) -> list[BladeAction]:
+        self.state.counters["local_models_late"] += 1
+        return []  # the round moved on (a block arrived first, or we caught up)
+
+    def _on_local_model(self, event: LocalModelReady, now: float) -> list[BladeAction]:
         state = self.state
-        if round != state.round or state.phase != TRAINING:
-            state.counters["local_models_late"] += 1
-            return []  # the round moved on (a block arrived first, or we caught up)
+        if event.round != state.round:
+            return self._local_model_late(event, now)
         tx = records.make_transaction(
             self.key,
             genesis_digest=self.genesis.digest,
-            weights=model,
+            weights=event.model,
             now_ms=to_ms(now),
             ttl=0,
             lifetime_ms=to_ms(self.config.collect_timeout) + 1,
-            round=round,
+            round=event.round,
         )
-        state.pool.setdefault(round, {})[self.address] = tx
+        state.pool.setdefault(event.round, {})[self.address] = tx
         state.counters["models_created"] += 1
         state.counters["models_sent"] += len(state.peers)
-        state.phase = COLLECTING
+        state.phase = Phase.COLLECTING
         state.collect_deadline = now + self.config.collect_timeout
-        actions: list[Action] = [
+        actions: list[BladeAction] = [
             Send(state.peers, MessageKind.TRANSACTION, tx.SerializeToString(deterministic=True))
         ]
         return actions + self._maybe_mine(now)
 
-    def _on_pool_model(self, payload: bytes, now: float) -> list[Action]:
+    def _pool(self, payload: bytes, now: float) -> bool:
+        """Adds a peer's model to its round's pool; True for one of the current round."""
         state = self.state
         tx = decode(pb.Transaction, payload, self.config.max_message_bytes)
         validate_pool_model(tx, self.policy)
@@ -434,21 +232,29 @@ class BladeEngine:
         pool[generator] = tx
         state.counters["models_received"] += 1
         if round != state.round or generator == self.address:
-            return []
+            return False
         if state.first_peer_model_at is None:
             state.first_peer_model_at = now
-        return self._maybe_copy(now) + self._maybe_mine(now)
+        return True
 
-    def _maybe_mine(self, now: float) -> list[Action]:
+    def _on_pool_model(self, event: TransactionReceived, now: float) -> list[BladeAction]:
+        self._pool(event.payload, now)
+        return []
+
+    def _pool_then_copy(self, event: TransactionReceived, now: float) -> list[BladeAction]:
+        return self._maybe_copy(now) if self._pool(event.payload, now) else []
+
+    def _pool_then_mine(self, event: TransactionReceived, now: float) -> list[BladeAction]:
+        return self._maybe_mine(now) if self._pool(event.payload, now) else []
+
+    def _maybe_mine(self, now: float) -> list[BladeAction]:
         state = self.state
-        if state.phase != COLLECTING:
-            return []
         pool = state.pool.get(state.round, {})
         if len(pool) < self.config.clients and now < state.collect_deadline:
             return []
         height = state.height + 1
         if height in state.own_vote:
-            state.phase = VOTING  # a peer's block came first; we vote, not mine
+            state.phase = Phase.VOTING  # a peer's block came first; we vote, not mine
             return []
         transactions = tuple(pool[generator] for generator in sorted(pool))
         header = records.pow_header(
@@ -459,7 +265,7 @@ class BladeEngine:
             time_ms=to_ms(now),
         )
         state.mining = (header, transactions)
-        state.phase = MINING
+        state.phase = Phase.MINING
         state.counters["mining_started"] += 1
         if len(pool) < self.config.clients:
             state.counters["rounds_with_missing_models"] += 1
@@ -467,24 +273,28 @@ class BladeEngine:
 
     # --- blocks and votes ----------------------------------------------------------------------
 
-    def _on_mined(self, height: int, nonce: int, now: float) -> list[Action]:
+    def _block_mined_late(self, event: BlockMined, now: float) -> list[BladeAction]:
+        self.state.counters["mined_too_late"] += 1
+        return []
+
+    def _on_mined(self, event: BlockMined, now: float) -> list[BladeAction]:
         state = self.state
-        if state.phase != MINING or state.mining is None or height != state.height + 1:
-            state.counters["mined_too_late"] += 1
-            return []
+        height = event.height
+        if state.mining is None or height != state.height + 1:
+            return self._block_mined_late(event, now)
         header, transactions = state.mining
-        block = records.make_pow_block(self.key, header, nonce, transactions)
+        block = records.make_pow_block(self.key, header, event.nonce, transactions)
         state.mining = None
         state.counters["blocks_mined"] += 1
         votes = state.heights.setdefault(height, HeightVotes())
         votes.blocks[block.hash] = block
         votes.first_candidate_at = votes.first_candidate_at or now
-        actions: list[Action] = [
+        actions: list[BladeAction] = [
             Send(state.peers, MessageKind.POW_BLOCK, block.SerializeToString(deterministic=True))
         ]
         return actions + self._vote(height, block.hash, now)
 
-    def _vote(self, height: int, block_hash: bytes, now: float) -> list[Action]:
+    def _vote(self, height: int, block_hash: bytes, now: float) -> list[BladeAction]:
         state = self.state
         state.own_vote[height] = block_hash
         vote = records.make_vote(
@@ -492,23 +302,23 @@ class BladeEngine:
         )
         state.heights[height].voters[self.address] = block_hash
         state.counters["votes_sent"] += 1
-        actions: list[Action] = [
+        actions: list[BladeAction] = [
             Send(state.peers, MessageKind.BLOCK_VOTE, vote.SerializeToString(deterministic=True))
         ]
-        if state.phase == MINING:
+        if state.phase is Phase.MINING:
             actions.append(StopMining(height))
             state.mining = None
-        if state.phase in (MINING, COLLECTING):
-            state.phase = VOTING
+        if state.phase in (Phase.MINING, Phase.COLLECTING):
+            state.phase = Phase.VOTING
         return actions + self._maybe_accept(now)
 
-    def _on_block(self, payload: bytes, sender: str, now: float) -> list[Action]:
+    def _on_block(self, event: PowBlockReceived, now: float) -> list[BladeAction]:
         state = self.state
-        block = decode(pb.PowBlock, payload, self.config.max_message_bytes)
+        block = decode(pb.PowBlock, event.payload, self.config.max_message_bytes)
         height = block.header.height
         if height > state.height + 1:
             validate_pow_block(block, self.policy, previous_hash=None)
-            return self._fall_behind(sender, now)
+            return self._fall_behind(event.sender, now)
         if height <= state.height:
             if height >= 1 and block.hash == state.chain[height]:
                 raise RecordRejected(RejectReason.DUPLICATE, f"block {height} is on our chain")
@@ -526,7 +336,7 @@ class BladeEngine:
         )
         votes = state.heights.setdefault(height, HeightVotes())
         votes.blocks[block.hash] = block
-        votes.voted_by_peer.setdefault(block.hash, sender)
+        votes.voted_by_peer.setdefault(block.hash, event.sender)
         votes.first_candidate_at = votes.first_candidate_at or now
         state.counters["blocks_received"] += 1
         if height in state.own_vote:
@@ -534,9 +344,9 @@ class BladeEngine:
             return self._maybe_accept(now)
         return self._vote(height, block.hash, now)
 
-    def _on_vote(self, payload: bytes, sender: str, now: float) -> list[Action]:
+    def _on_vote(self, event: VoteReceived, now: float) -> list[BladeAction]:
         state = self.state
-        vote = decode(pb.BlockVote, payload, self.config.max_message_bytes)
+        vote = decode(pb.BlockVote, event.payload, self.config.max_message_bytes)
         validate_vote(vote, self.policy)
         body = vote.body
         if body.height <= state.height:
@@ -548,20 +358,19 @@ class BladeEngine:
             raise RecordRejected(RejectReason.DUPLICATE, detail)
         votes = state.heights.setdefault(body.height, HeightVotes())
         votes.voters[body.voter.address] = body.block_hash
-        votes.voted_by_peer.setdefault(body.block_hash, sender)
+        votes.voted_by_peer.setdefault(body.block_hash, event.sender)
         state.counters["votes_received"] += 1
         if body.height > state.height + 1:
-            return self._fall_behind(sender, now)
+            return self._fall_behind(event.sender, now)
         return self._maybe_accept(now)
 
-    def _maybe_accept(self, now: float) -> list[Action]:
+    def _maybe_accept(self, now: float) -> list[BladeAction]:
         """Appends the block of the next height once it has a majority (or wins the tie-break)."""
         state = self.state
         votes = state.heights.get(state.height + 1)
         if votes is None or not votes.voters:
             return []
-        tally = votes.tally()
-        winner, count = min(tally.items(), key=lambda item: (-item[1], item[0]))
+        winner, count = votes.leader()
         if count < self.config.majority:
             everyone = len(votes.voters) >= self.config.clients
             timed_out = (
@@ -578,11 +387,11 @@ class BladeEngine:
             return self._maybe_fetch(now)
         return self._append(block, now)
 
-    def _append(self, block: pb.PowBlock, now: float) -> list[Action]:
+    def _append(self, block: pb.PowBlock, now: float) -> list[BladeAction]:
         state = self.state
         height = block.header.height
-        actions: list[Action] = []
-        if state.phase == MINING:
+        actions: list[BladeAction] = []
+        if state.phase is Phase.MINING:
             actions.append(StopMining(height))
         state.chain.append(block.hash)
         state.counters["blocks_appended"] += 1
@@ -604,11 +413,11 @@ class BladeEngine:
 
     # --- falling behind and catching up --------------------------------------------------------
 
-    def _fall_behind(self, peer: str, now: float) -> list[Action]:
+    def _fall_behind(self, peer: str, now: float) -> list[BladeAction]:
         self.state.behind = peer
         return self._maybe_fetch(now)
 
-    def _maybe_fetch(self, now: float) -> list[Action]:
+    def _maybe_fetch(self, now: float) -> list[BladeAction]:
         state = self.state
         if state.behind is None or state.fetch_in_flight or now < state.next_fetch_at:
             return []
@@ -616,61 +425,77 @@ class BladeEngine:
         state.counters["fetches"] += 1
         return [FetchChain(state.behind)]
 
-    def _on_chain(
-        self, peer: str, blocks: tuple[bytes, ...], models: tuple[bytes, ...], now: float
-    ) -> list[Action]:
+    def _fetch_over(self, now: float) -> None:
+        self.state.fetch_in_flight = False
+        self.state.next_fetch_at = now + self.config.fetch_retry
+
+    def _on_fetch_failed(self, event: FetchFailed, now: float) -> list[BladeAction]:
+        self._fetch_over(now)
+        return []
+
+    def _on_chain(self, event: ChainFetched, now: float) -> list[BladeAction]:
         state = self.state
-        state.fetch_in_flight = False
-        state.next_fetch_at = now + self.config.fetch_retry
-        if len(blocks) <= state.height:
+        self._fetch_over(now)
+        if len(event.blocks) <= state.height:
             state.behind = None  # not longer than ours; a later block or vote will tell again
             return []
-        decoded = [decode(pb.PowBlock, data, self.config.max_message_bytes) for data in blocks]
-        fork = 1
-        while fork <= state.height and decoded[fork - 1].hash == state.chain[fork]:
-            fork += 1
-        previous = state.chain[fork - 1]
-        for height, block in enumerate(decoded[fork - 1 :], start=fork):
-            validate_pow_block(block, self.policy, previous_hash=previous)
-            if block.header.height != height:
-                raise RecordRejected(RejectReason.BAD_LINK, f"block {height} out of order")
-            previous = block.hash
-        last = decoded[-1]
-        pool = self._verified_pool(last, models)
-        actions: list[Action] = []
-        if state.phase == MINING:
+        fetched = check_fetched_chain(state.chain, event.blocks, event.models, self.policy)
+        fork, last = fetched.fork, fetched.blocks[-1]
+        actions: list[BladeAction] = []
+        if state.phase is Phase.MINING:
             actions.append(StopMining(state.height + 1))
         if fork <= state.height:
             actions.append(TruncateChain(fork - 1))
             state.counters["reorganizations"] += 1
             del state.chain[fork:]
-        state.counters["blocks_fetched"] += len(decoded) - (fork - 1)
+        state.counters["blocks_fetched"] += len(fetched.blocks) - (fork - 1)
         state.behind = None
-        for block in decoded[fork - 1 : -1]:
+        for block in fetched.blocks[fork - 1 : -1]:
             state.chain.append(block.hash)
             actions.append(PersistPowBlock(block))
-        state.pool[last.header.height] = pool
+        state.pool[last.header.height] = fetched.pool
         return actions + self._append(last, now)
 
-    def _verified_pool(
-        self, block: pb.PowBlock, models: tuple[bytes, ...]
-    ) -> dict[bytes, pb.Transaction]:
-        """The fetched models of `block`'s round, each signed and exactly those the block names."""
-        wanted = {tx.digest for tx in block.transactions}
-        pool: dict[bytes, pb.Transaction] = {}
-        for data in models:
-            tx = decode(pb.Transaction, data, self.config.max_message_bytes)
-            validate_pool_model(tx, self.policy)
-            if tx.digest in wanted:
-                pool[tx.body.generator.address] = tx
-        if {tx.digest for tx in pool.values()} != wanted:
-            raise RecordRejected(
-                RejectReason.UNKNOWN_MODEL, "the fetched models are not those of the last block"
-            )
-        return pool
+    # --- peers and time ------------------------------------------------------------------------
 
-    # --- time ----------------------------------------------------------------------------------
+    def _on_peers(self, event: PeersChanged, now: float) -> list[BladeAction]:
+        self.state.peers = tuple(event.peers)
+        return []
 
-    def _on_tick(self, now: float) -> list[Action]:
-        actions = self._maybe_copy(now) + self._maybe_mine(now) + self._maybe_accept(now)
-        return actions + self._maybe_fetch(now)
+    def _on_tick(self, event: Tick, now: float) -> list[BladeAction]:
+        return self._maybe_accept(now) + self._maybe_fetch(now)
+
+    def _copy_on_tick(self, event: Tick, now: float) -> list[BladeAction]:
+        return self._maybe_copy(now) + self._on_tick(event, now)
+
+    def _mine_on_tick(self, event: Tick, now: float) -> list[BladeAction]:
+        return self._maybe_mine(now) + self._on_tick(event, now)
+
+
+Handler = Callable[[BladeEngine, Any, float], list[BladeAction]]
+
+# The state machine in one table, as h11's _state.py keeps its own: (phase, event type) -> the
+# handler, with the phases it can move to. `None` is every phase without an entry of its own for
+# that event type. "Next round" is where the round after an appended block opens (`open_round`:
+# WAITING_FOR_DATA, COPYING, TRAINING or DONE). A host report that arrives in a phase that no
+# longer expects it (our model after a peer's block won the round, our block after another was
+# voted in) is late: counted and dropped, never an error.
+TRANSITIONS: dict[tuple[Phase | None, type], Handler] = {
+    (Phase.WAITING_FOR_DATA, SamplesCollected): BladeEngine._collect_then_start,  # -> next round
+    (Phase.COPYING, TransactionReceived): BladeEngine._pool_then_copy,  # -> TRAINING
+    (Phase.COPYING, Tick): BladeEngine._copy_on_tick,  # -> TRAINING; or next round
+    (Phase.TRAINING, LocalModelReady): BladeEngine._on_local_model,  # -> COLLECTING, MINING, VOTING
+    (Phase.COLLECTING, TransactionReceived): BladeEngine._pool_then_mine,  # -> MINING, VOTING
+    (Phase.COLLECTING, Tick): BladeEngine._mine_on_tick,  # -> MINING, VOTING; or next round
+    (Phase.MINING, BlockMined): BladeEngine._on_mined,  # -> VOTING; or next round
+    (None, SamplesCollected): BladeEngine._count_samples,
+    (None, LocalModelReady): BladeEngine._local_model_late,
+    (None, BlockMined): BladeEngine._block_mined_late,
+    (None, TransactionReceived): BladeEngine._on_pool_model,
+    (None, PowBlockReceived): BladeEngine._on_block,  # MINING, COLLECTING -> VOTING; next round
+    (None, VoteReceived): BladeEngine._on_vote,  # -> next round
+    (None, ChainFetched): BladeEngine._on_chain,  # -> next round after the fetched head
+    (None, FetchFailed): BladeEngine._on_fetch_failed,
+    (None, PeersChanged): BladeEngine._on_peers,
+    (None, Tick): BladeEngine._on_tick,  # -> next round
+}

@@ -26,6 +26,10 @@ at least `quorum_grace` after the draft at which the confirmed fraction reaches 
 neighbour that is merely slower than the others still gets its confirmations in), or at the
 timeout, which is recorded.
 
+Learning. Both DFL engines, this one and the chainless one (chainless.py), train once per full
+batch of collected samples and aggregate once `fedavg_buffer` evaluated models are buffered;
+those two rules are `collect_samples` and `buffer_model` below, the only place they exist.
+
 Anything received that fails validation raises RecordRejected before any state changes.
 """
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 import copy
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from node.ledger import records
 from node.ledger.errors import RecordRejected, RejectReason
@@ -47,17 +52,31 @@ from node.ledger.validation import (
     validate_draft_block,
     validate_transaction,
 )
-from node.protocol.common import (
+from node.protocol.events import (
+    Aggregate,
+    BufferedModel,
+    ConfirmationsReceived,
+    DflAction,
+    DflEvent,
+    DraftBlockReceived,
+    Evaluate,
+    EvaluationDone,
+    EvaluationFailed,
     MessageKind,
     PeersChanged,
+    PersistBlock,
     SamplesCollected,
     Send,
     Tick,
+    Train,
+    TrainingDone,
     TransactionReceived,
     to_ms,
 )
 from node.protocol.memory import ExpiringMemory
 from proto.dfl.v1 import records_pb2 as pb
+
+__all__ = ["DflConfig", "DflEngine", "DflState", "LearningState", "buffer_model", "collect_samples"]
 
 
 @dataclass(frozen=True)
@@ -101,94 +120,35 @@ class DflConfig:
             raise ValueError(f"invalid DFL config field(s): {', '.join(problems)}")
 
 
-# --- events (what the host tells the engine) -------------------------------------------------
+# --- the learning rules of both DFL engines ---------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TrainingDone:
-    """The host finished a Train action; `model` is the raw f32le weights to send."""
+class LearningState(Protocol):
+    """What a DFL engine keeps of its ML: samples not yet trained on, models not yet merged."""
 
-    model: bytes
-
-
-@dataclass(frozen=True)
-class EvaluationDone:
-    transaction_digest: bytes
-    accuracy: float
+    samples_pending: int
+    buffer: list[BufferedModel]
+    counters: Counter[str]
 
 
-@dataclass(frozen=True)
-class EvaluationFailed:
-    """The host could not evaluate (e.g. no samples of its own yet): no receipt is written."""
-
-    transaction_digest: bytes
-
-
-@dataclass(frozen=True)
-class DraftBlockReceived:
-    payload: bytes
-    sender: str
+def collect_samples(state: LearningState, config: DflConfig, count: int) -> list[DflAction]:
+    """One Train per full batch: the paper trains one SGD step on each 64 new samples."""
+    if count < 0:
+        raise ValueError("a sample count cannot be negative")
+    if not config.trains:
+        return []
+    trains, state.samples_pending = divmod(state.samples_pending + count, config.batch_size)
+    return [Train(config.batch_size) for _ in range(trains)]
 
 
-@dataclass(frozen=True)
-class ConfirmationsReceived:
-    payload: bytes
-    sender: str
-
-
-Event = (
-    SamplesCollected
-    | TrainingDone
-    | TransactionReceived
-    | EvaluationDone
-    | EvaluationFailed
-    | DraftBlockReceived
-    | ConfirmationsReceived
-    | PeersChanged
-    | Tick
-)
-
-
-# --- actions (what the engine asks the host to do) ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class Train:
-    """Run one training step on `batch_size` collected samples, then report TrainingDone."""
-
-    batch_size: int
-
-
-@dataclass(frozen=True)
-class Evaluate:
-    """Measure this model's accuracy on the node's own samples, then report EvaluationDone."""
-
-    transaction_digest: bytes
-    generator: bytes
-    model: bytes
-
-
-@dataclass(frozen=True)
-class BufferedModel:
-    transaction_digest: bytes
-    generator: bytes
-    accuracy: float
-    model: bytes
-
-
-@dataclass(frozen=True)
-class Aggregate:
-    """The FedAvg buffer is full: merge these received models into the node's model."""
-
-    models: tuple[BufferedModel, ...]
-
-
-@dataclass(frozen=True)
-class PersistBlock:
-    block: pb.Block
-
-
-Action = Train | Send | Evaluate | Aggregate | PersistBlock
+def buffer_model(state: LearningState, config: DflConfig, model: BufferedModel) -> list[DflAction]:
+    """Buffers an evaluated model; a full buffer is handed over whole, as the paper's FedAvg."""
+    state.buffer.append(model)
+    if len(state.buffer) < config.fedavg_buffer:
+        return []
+    models, state.buffer = tuple(state.buffer), []
+    state.counters["aggregations"] += 1
+    return [Aggregate(models)]
 
 
 # --- state -------------------------------------------------------------------------------------
@@ -269,7 +229,7 @@ class DflEngine:
         """A deep copy of the state, comparable with ==, for audits and tests."""
         return copy.deepcopy(self.state)
 
-    def handle(self, event: Event, now: float) -> list[Action]:
+    def handle(self, event: DflEvent, now: float) -> list[DflAction]:
         match event:
             case SamplesCollected(count):
                 return self._on_samples(count)
@@ -296,21 +256,12 @@ class DflEngine:
 
     # --- training and sending ------------------------------------------------------------------
 
-    def _on_samples(self, count: int) -> list[Action]:
-        if count < 0:
-            raise ValueError("a sample count cannot be negative")
-        if not self.config.trains:
-            return []
-        state = self.state
-        state.samples_pending += count
-        actions: list[Action] = []
-        while state.samples_pending >= self.config.batch_size:
-            state.samples_pending -= self.config.batch_size
-            state.trainings_in_flight += 1
-            actions.append(Train(self.config.batch_size))
-        return actions
+    def _on_samples(self, count: int) -> list[DflAction]:
+        trains = collect_samples(self.state, self.config, count)
+        self.state.trainings_in_flight += len(trains)
+        return trains
 
-    def _on_training_done(self, model: bytes, now: float) -> list[Action]:
+    def _on_training_done(self, model: bytes, now: float) -> list[DflAction]:
         state = self.state
         if state.trainings_in_flight < 1:
             raise ValueError("TrainingDone without a Train action in flight")
@@ -334,7 +285,7 @@ class DflEngine:
 
     # --- receiving transactions ----------------------------------------------------------------
 
-    def _on_transaction(self, payload: bytes, sender: str, now: float) -> list[Action]:
+    def _on_transaction(self, payload: bytes, sender: str, now: float) -> list[DflAction]:
         tx = decode(pb.Transaction, payload, self.policy.max_message_bytes)
         state = self.state
         ours = tx.body.generator.address == self.address
@@ -369,7 +320,7 @@ class DflEngine:
         state.counters["transactions_received"] += 1
         return [Evaluate(tx.digest, tx.body.generator.address, model)]
 
-    def _collect_receipts(self, tx: pb.Transaction, now: float) -> list[Action]:
+    def _collect_receipts(self, tx: pb.Transaction, now: float) -> list[DflAction]:
         own = self.state.own.get(tx.digest)
         if own is None:
             raise RecordRejected(
@@ -389,7 +340,7 @@ class DflEngine:
 
     def _relay_receipts(
         self, tx: pb.Transaction, seen: SeenTransaction, sender: str
-    ) -> list[Action]:
+    ) -> list[DflAction]:
         new = {r.digest for r in tx.receipts} - seen.receipts
         if not new:
             raise RecordRejected(RejectReason.DUPLICATE, "transaction already seen")
@@ -400,7 +351,7 @@ class DflEngine:
         receipts_only = records.without_model(tx).SerializeToString()
         return [Send((seen.upstream,), MessageKind.TRANSACTION, receipts_only)]
 
-    def _on_evaluation(self, digest: bytes, accuracy: float, now: float) -> list[Action]:
+    def _on_evaluation(self, digest: bytes, accuracy: float, now: float) -> list[DflAction]:
         state = self.state
         if digest not in state.evaluations:
             raise ValueError("EvaluationDone for a transaction that was not being evaluated")
@@ -413,20 +364,16 @@ class DflEngine:
         seen = state.seen.get(digest, now)
         if seen is not None:
             seen.receipts.add(receipt.digest)
-        state.buffer.append(BufferedModel(digest, tx.body.generator.address, accuracy, tx.model))
         state.counters["receipts_written"] += 1
 
         receipts_only = records.without_model(tx).SerializeToString()
-        actions: list[Action] = [Send((upstream,), MessageKind.TRANSACTION, receipts_only)]
+        actions: list[DflAction] = [Send((upstream,), MessageKind.TRANSACTION, receipts_only)]
         onward = tuple(peer for peer in state.peers if peer != upstream)
         if receipt.body.received_at_ttl > 0 and onward:
             actions.append(Send(onward, MessageKind.TRANSACTION, tx.SerializeToString()))
             state.counters["transactions_forwarded"] += len(onward)
-        if len(state.buffer) >= self.config.fedavg_buffer:
-            actions.append(Aggregate(tuple(state.buffer)))
-            state.buffer = []
-            state.counters["aggregations"] += 1
-        return actions
+        model = BufferedModel(digest, tx.body.generator.address, accuracy, tx.model)
+        return actions + buffer_model(state, self.config, model)
 
     # --- blocks --------------------------------------------------------------------------------
 
@@ -436,7 +383,7 @@ class DflEngine:
         )
         return everyone_answered or now >= own.created_at + self.config.receipt_wait
 
-    def _maybe_draft(self, now: float) -> list[Action]:
+    def _maybe_draft(self, now: float) -> list[DflAction]:
         """Drafts a block from the oldest settled own transactions once there are enough."""
         state = self.state
         if state.draft is not None:
@@ -469,7 +416,7 @@ class DflEngine:
         state.counters["blocks_drafted"] += 1
         return [Send(state.peers, MessageKind.DRAFT_BLOCK, block.SerializeToString())]
 
-    def _on_draft(self, payload: bytes, sender: str) -> list[Action]:
+    def _on_draft(self, payload: bytes, sender: str) -> list[DflAction]:
         block = decode(pb.Block, payload, self.policy.max_message_bytes)
         validate_draft_block(block, self.policy, contents=False)
         if block.body.creator.address == self.address:
@@ -514,7 +461,7 @@ class DflEngine:
         state.counters["confirmations_sent"] += len(to_confirm)
         return [Send((sender,), MessageKind.CONFIRMATIONS, batch.SerializeToString())]
 
-    def _on_confirmations(self, payload: bytes, now: float) -> list[Action]:
+    def _on_confirmations(self, payload: bytes, now: float) -> list[DflAction]:
         batch = decode(pb.ConfirmationBatch, payload, self.policy.max_message_bytes)
         draft = self.state.draft
         if draft is None:
@@ -531,7 +478,7 @@ class DflEngine:
         self.state.counters["confirmations_received"] += len(new)
         return self._maybe_finalize(now, on_tick=False)
 
-    def _maybe_finalize(self, now: float, *, on_tick: bool) -> list[Action]:
+    def _maybe_finalize(self, now: float, *, on_tick: bool) -> list[DflAction]:
         state = self.state
         draft = state.draft
         if draft is None:
@@ -562,7 +509,7 @@ class DflEngine:
             state.counters["blocks_timed_out"] += 1
         return [PersistBlock(block), *self._maybe_draft(now)]
 
-    def _on_tick(self, now: float) -> list[Action]:
+    def _on_tick(self, now: float) -> list[DflAction]:
         state = self.state
         state.seen.purge(now)
         state.unconfirmed_receipts.purge(now)

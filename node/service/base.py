@@ -11,7 +11,9 @@ and what the loop thread spends otherwise (gRPC's Python side, sending and recei
 `network`, measured as the loop thread's CPU that no other scope claimed.
 
 A protocol's node (server.py for DFL, blade_server.py for BLADE-FL) supplies the engine, the ML
-host, the events its RPCs turn into and what its actions do; everything else is here.
+host and its dispatcher (node/host/: the same ones the simulator runs), the events its RPCs turn
+into and the effects only a process has (sending over gRPC, mining on a thread); everything else
+is here.
 """
 
 from __future__ import annotations
@@ -22,17 +24,20 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import grpc
 import numpy as np
 
+from node import seeds
+from node.datadir import PROFILE_FILE, STORE_FILE
+from node.host.dispatch import BladeDispatcher, DflDispatcher
 from node.ledger.errors import RecordRejected
-from node.ledger.keys import NodeKey
-from node.ledger.store import STORE_FILE, ChainStore
-from node.protocol.common import (
+from node.ledger.keys import KeyFileError, NodeKey
+from node.ledger.store import ChainStore
+from node.protocol.events import (
     MessageKind,
     PeersChanged,
     SamplesCollected,
@@ -49,7 +54,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_PIXELS = 28 * 28
 ACK = node_pb2.Ack().SerializeToString()
-PROFILE_FILE = "profile.json"
 PROFILE_EVERY_TICKS = 20
 
 
@@ -80,13 +84,20 @@ class NodeBase:
     `await node.start()`, then `await node.stop()`.
     """
 
-    task_of_event: Mapping[type, str] = {}
     off_loop_tasks: frozenset[str] = frozenset()  # non-ML tasks measured on their own thread
+    dispatch: DflDispatcher | BladeDispatcher
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.key = NodeKey.load_or_create(config.data_dir)
+        derived = config.identity == "derived"
+        seed = seeds.identity_seed(config.seed, config.index) if derived else None
+        try:
+            self.key = NodeKey.load_or_create(config.data_dir, seed)
+        except KeyFileError as error:
+            raise DataDirectoryError(str(error)) from None
+        self._task = "other"  # the task of the event whose actions are being carried out
+        self._stopping = False
         self.profiler = Profiler()
         self.metrics = NodeMetrics(self.profiler)
         self._ml = ThreadPoolExecutor(1, thread_name_prefix="ml")
@@ -138,6 +149,7 @@ class NodeBase:
         )
 
     async def stop(self, grace: float = 1.0) -> None:
+        self._stopping = True  # ML finishing from now on must not reach a closing store
         for task in list(self._background):
             task.cancel()
         if self._server is not None:
@@ -214,7 +226,7 @@ class NodeBase:
 
     def _handle(self, event: Any) -> None:
         """Feeds the engine; raises RecordRejected (after counting it) for a bad record."""
-        task = self.task_of_event[type(event)]
+        task = self.dispatch.task_of_event[type(event)]
         try:
             with self.profiler.measure(task, "blockchain"):
                 actions = self.engine.handle(event, time.time())
@@ -222,7 +234,8 @@ class NodeBase:
             self.metrics.rejected(rejected.reason.label)
             raise
         for action in actions:
-            self._carry_out(action, task)
+            self._task = task
+            self.dispatch(action)
 
     def _handle_quietly(self, event: Any) -> None:
         try:
@@ -230,41 +243,47 @@ class NodeBase:
         except RecordRejected as rejected:
             log.warning("engine refused %s: %s", type(event).__name__, rejected)
 
-    def _carry_out(self, action: Any, task: str) -> None:
-        raise NotImplementedError
+    # --- effects (node/host/dispatch.py: Effects) -----------------------------------------------
 
-    def _send_all(self, to: tuple[str, ...], kind: MessageKind, payload: bytes) -> None:
-        for peer in to:
-            self._spawn(self._send(peer, kind, payload))
-
-    def _run_ml(
+    def run_ml(
         self,
         task: str,
-        work: Callable[..., Any],
-        *args: Any,
-        then: Callable[[Any], None],
-        failed: Callable[[], None] = lambda: None,
+        work: Callable[[], Any],
+        done: Callable[[Any], Any],
+        failed: Any | None = None,
+        *,
+        virtual_seconds: float = 0.0,
     ) -> None:
+        """On the ML worker thread; the engine hears the outcome back on the loop."""
+
         def measured() -> Any:
             with self.profiler.measure(task, "ml"):
-                return work(*args)
+                return work()
 
         future = self._ml.submit(measured)
         future.add_done_callback(
-            lambda done: self._loop.call_soon_threadsafe(self._ml_done, done, then, failed)
+            lambda finished: self._loop.call_soon_threadsafe(self._ml_done, finished, done, failed)
         )
 
-    def _ml_done(
-        self, future: Future[Any], then: Callable[[Any], None], failed: Callable[[], None]
-    ) -> None:
-        if future.cancelled():
+    def send(self, to: tuple[str, ...], kind: MessageKind, payload: bytes) -> None:
+        for peer in to:
+            self._spawn(self._send(peer, kind, payload))
+
+    def collect(self, images: np.ndarray, labels: np.ndarray) -> None:
+        """Injected samples reach the host."""
+        raise NotImplementedError
+
+    def _ml_done(self, future: Future[Any], done: Callable[[Any], Any], failed: Any) -> None:
+        if future.cancelled() or self._stopping:
             return
         error = future.exception()
         if error is not None:
-            log.warning("ML work failed: %r", error)
-            failed()
-            return
-        then(future.result())
+            log.error("ML work failed", exc_info=error)
+            event = failed
+        else:
+            event = done(future.result())
+        if event is not None:
+            self._handle_quietly(event)
 
     async def _send(self, peer: str, kind: MessageKind, payload: bytes) -> None:
         client = self._peers.get(peer)
@@ -356,7 +375,7 @@ class NodeBase:
             labels = np.fromiter((s.label for s in batch.samples), dtype=np.int64, count=count)
             if labels.max() > 9:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed: label above 9")
-            self.host.collect(images, labels)
+            self.collect(images, labels)
             accepted += count
             self.samples_injected += count
             self.metrics.samples_injected(count)

@@ -1,4 +1,4 @@
-"""The running BLADE-FL client: the BLADE-FL engine, its learning host, and a miner thread.
+"""The running BLADE-FL client: the BLADE-FL engine, its host (node/host/blade.py), a miner thread.
 
 Mining is the one long CPU job of the protocol, so it runs on its own thread in bounded chunks
 (`MINING_CHUNK` hashes, about 10 ms here): between chunks the loop checks whether the engine has
@@ -8,7 +8,7 @@ search to its end (found, or stopped) goes to dfl_mining_seconds.
 
 After each block, the client appends a line to `rounds.jsonl` in its data directory: the round,
 the block's miner and, for every model in the block, the peer it resembles most (see
-node/service/blade_host.py), which is how a run report shows lazy clients' plagiarism.
+node/host/resemblance.py), which is how a run report shows lazy clients' plagiarism.
 """
 
 from __future__ import annotations
@@ -22,83 +22,70 @@ from dataclasses import asdict
 from typing import Any
 
 import grpc
+import numpy as np
 
+from node.datadir import ROUNDS_FILE
+from node.host.blade import BladeHost
+from node.host.dispatch import BladeDispatcher, HostObserver
+from node.host.genesis import blade_extras, experiment_genesis
+from node.host.resemblance import Resemblance
 from node.learning.behaviours import make_behaviour
 from node.learning.training import configure_torch
 from node.ledger.pow import MiningResult, mine
-from node.protocol.blade import (
-    Action,
-    AggregateRound,
-    BladeEngine,
+from node.protocol.blade import BladeEngine
+from node.protocol.events import (
     BlockMined,
     ChainFetched,
-    FetchChain,
     FetchFailed,
-    LocalModelReady,
-    Mine,
-    PeersChanged,
-    PersistPowBlock,
-    Plagiarize,
     PoolModel,
     PowBlockReceived,
-    SamplesCollected,
-    Send,
-    StopMining,
-    Tick,
-    TrainLocal,
-    TransactionReceived,
-    TruncateChain,
     VoteReceived,
 )
 from node.service.base import NodeBase
-from node.service.blade_host import BladeLearningHost, Resemblance
 from node.service.config import NodeConfig
 from proto.dfl.v1 import node_pb2, records_pb2
 
 log = logging.getLogger(__name__)
 
 MINING_CHUNK = 25_000
-ROUNDS_FILE = "rounds.jsonl"
-
-TASK_OF_EVENT: dict[type, str] = {
-    SamplesCollected: "train",
-    LocalModelReady: "train",  # signing and sending the model
-    TransactionReceived: "verify_block",  # checking a pool model the block will hold
-    BlockMined: "mine",
-    PowBlockReceived: "verify_block",
-    VoteReceived: "verify_block",
-    ChainFetched: "verify_block",
-    FetchFailed: "other",
-    Tick: "mine",  # a tick starts mining once the collection times out
-    PeersChanged: "other",
-}
 
 
-class BladeNode(NodeBase):
+class BladeNode(NodeBase, HostObserver):
     """Everything one BLADE-FL client process runs."""
 
-    task_of_event = TASK_OF_EVENT
     off_loop_tasks = frozenset({"mine"})
 
     def __init__(self, config: NodeConfig) -> None:
         super().__init__(config)
         configure_torch(config.torch_threads)
         behaviour = make_behaviour(config.behaviour, **config.behaviour_options)
-        # by the built behaviour's name, so that an alias ("plagiarist") is lazy too
-        protocol = config.blade_config(lazy=behaviour.name == "lazy")
-        self.host = BladeLearningHost(
+        protocol = config.blade_config(lazy=behaviour.copies_peers)
+        self.host = BladeHost(
             model=config.model,
             seed=config.seed,
-            node_seed=config.node_seed,
+            index=config.index,
             behaviour=behaviour,
             dataset_size=protocol.dataset_size,
             batch_size=config.local_batch_size,
+            test_batch=config.test_batch,
+        )
+        extras = blade_extras(
             difficulty=config.pow_difficulty,
             rounds=protocol.rounds,
             local_iterations=protocol.local_iterations,
-            test_batch=config.test_batch,
+            dataset_size=protocol.dataset_size,
+            batch_size=config.local_batch_size,
         )
-        self._open(self.host.genesis)
+        self._open(
+            experiment_genesis(
+                protocol="blade-fl",
+                model=config.model,
+                seed=config.seed,
+                spec=config.spec,
+                learner=self.host.learner,
+                extra=extras,
+            )
+        )
         self.engine = BladeEngine(
             self.key,
             self.genesis,
@@ -106,6 +93,7 @@ class BladeNode(NodeBase):
             peers=config.peers,
             chain=[self.genesis.digest, *(digest for _, digest, _ in self.store.blocks())],
         )
+        self.dispatch = BladeDispatcher(self.host, self, self)
         self._miner = ThreadPoolExecutor(1, thread_name_prefix="mine")
         self._mining: int | None = None  # the height being mined, None when idle
         self._mining_since = 0.0
@@ -115,51 +103,33 @@ class BladeNode(NodeBase):
         self._miner.shutdown(wait=True, cancel_futures=True)
         super()._stop_workers()
 
-    def _carry_out(self, action: Action, task: str) -> None:
-        match action:
-            case TrainLocal(round, iterations):
-                self._run_ml(
-                    "train",
-                    self.host.train_local,
-                    round,
-                    iterations,
-                    then=lambda model: self._handle_quietly(LocalModelReady(round, model)),
-                )
-            case Plagiarize(round, models):
-                self._run_ml(
-                    "train",
-                    self.host.plagiarize,
-                    round,
-                    models,
-                    then=lambda model: self._handle_quietly(LocalModelReady(round, model)),
-                )
-            case Mine(height, prefix, target):
-                self._mining, self._mining_since = height, time.monotonic()
-                self._mine_chunk(height, prefix, target, 0)
-            case StopMining(height):
-                if self._mining == height:
-                    self._mining = None
-                    self.metrics.mining_finished(time.monotonic() - self._mining_since)
-            case Send(to, kind, payload):
-                self._send_all(to, kind, payload)
-            case AggregateRound(round, models):
-                self._run_ml(
-                    "update_model",
-                    self.host.aggregate_round,
-                    round,
-                    models,
-                    then=lambda found: self._round_done(round, models, found),
-                )
-            case PersistPowBlock(block):
-                with self.profiler.measure(task, "blockchain"):
-                    self.store.append(block)
-                self.metrics.block_finalized(self.store.height, len(block.transactions), 0)
-            case TruncateChain(height):
-                with self.profiler.measure(task, "blockchain"):
-                    self.store.truncate(height)
-                self.metrics.set_chain_height(height)
-            case FetchChain(peer):
-                self._spawn(self._fetch(peer))
+    def collect(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self.host.collect(images, labels)
+        self.host.sample_log.write(self.config.data_dir)
+
+    # --- effects only a process has (node/host/dispatch.py: BladeEffects) ----------------------
+
+    def persist(self, block: records_pb2.PowBlock) -> None:
+        with self.profiler.measure(self._task, "blockchain"):
+            self.store.append(block)
+        self.metrics.block_finalized(self.store.height, len(block.transactions), 0)
+
+    def truncate(self, height: int) -> None:
+        with self.profiler.measure(self._task, "blockchain"):
+            self.store.truncate(height)
+        self.metrics.set_chain_height(height)
+
+    def fetch_chain(self, peer: str) -> None:
+        self._spawn(self._fetch(peer))
+
+    def mine(self, height: int, prefix: bytes, target: bytes) -> None:
+        self._mining, self._mining_since = height, time.monotonic()
+        self._mine_chunk(height, prefix, target, 0)
+
+    def stop_mining(self, height: int) -> None:
+        if self._mining == height:
+            self._mining = None
+            self.metrics.mining_finished(time.monotonic() - self._mining_since)
 
     # --- mining --------------------------------------------------------------------------------
 
@@ -183,7 +153,12 @@ class BladeNode(NodeBase):
         target: bytes,
         start: int,
     ) -> None:
-        if future.cancelled() or future.exception() is not None:
+        if future.cancelled() or self._stopping:
+            return
+        error = future.exception()
+        if error is not None:
+            log.error("mining failed at height %d", height, exc_info=error)
+            self._mining = None
             return
         result = future.result()
         self.metrics.pow_hashes(result.attempts)
@@ -198,8 +173,8 @@ class BladeNode(NodeBase):
 
     # --- rounds and catching up ----------------------------------------------------------------
 
-    def _round_done(
-        self, round: int, models: Sequence[PoolModel], found: list[Resemblance]
+    def round_aggregated(
+        self, round: int, models: Sequence[PoolModel], found: Sequence[Resemblance]
     ) -> None:
         self.metrics.round_completed()
         if self.host.local_accuracy is not None:

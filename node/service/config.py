@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -41,7 +41,11 @@ class NodeConfig(BaseModel):
     protocol: str = "dfl"
     model: str = "lenet"
     seed: int = 1  # the experiment's: same genesis and same initial weights on every node
-    node_seed: int = 0  # this node's own randomness (sample choice, attacks)
+    index: int = Field(0, ge=0)  # the node's place in the experiment: its random streams
+    # derived: the signing key follows from (seed, index), the same in every runtime (a
+    # testbed's choice, see node/seeds.py); random: a fresh key, for a node of a deployment
+    identity: Literal["derived", "random"] = "random"
+    spec: str = ""  # the canonical experiment spec (JSON): it goes into the genesis
     behaviour: str = "normal"
     behaviour_options: dict[str, float] = Field(default_factory=dict)
     aggregator: str = "reputation-0.05"

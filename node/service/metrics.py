@@ -40,7 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from node.ledger.errors import RejectReason
-from node.protocol.common import MessageKind
+from node.protocol.events import MessageKind
 from node.service.profiler import (
     CATEGORIES,
     TASKS,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import grpc
 
-from node.protocol.common import MessageKind
+from node.protocol.events import MessageKind
 from proto.dfl.v1 import node_pb2, records_pb2
 
 log = logging.getLogger(__name__)

@@ -41,20 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-TASKS: tuple[str, ...] = (
-    # DFL (paper Table 6)
-    "generate_transaction",
-    "receive_transaction",
-    "update_model",
-    "generate_block",
-    # BLADE-FL
-    "train",
-    "mine",
-    "verify_block",
-    # anything else a node does: status RPCs, sample injection, housekeeping
-    "other",
-)
-CATEGORIES: tuple[str, ...] = ("ml", "blockchain", "network")
+from node.datadir import CATEGORIES, TASKS
+
 DEFAULT_TASK = "other"
 
 P = ParamSpec("P")

@@ -1,76 +1,64 @@
-"""The running DFL node: the DFL engine and its learning host inside the common node service.
+"""The running DFL node: the DFL engine and its host (node/host/dfl.py) in the common node service.
 
 node/service/base.py holds what every node does (gRPC, peers, profiling, lifecycle); this file
-holds what DFL adds: the engine, the learning host, the draft and confirmation RPCs, and how each
-engine action is carried out.
+holds what DFL adds: the engine, its host and dispatcher (node/host/, shared with the simulator),
+the draft and confirmation RPCs, and what a finished block or ML step means for the metrics.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
+import numpy as np
 
+from node import seeds
+from node.host.dfl import DflHost
+from node.host.dispatch import DflDispatcher, HostObserver
+from node.host.genesis import experiment_genesis
+from node.host.samples import InjectedSamples
 from node.learning.aggregation import load_aggregator
 from node.learning.behaviours import make_behaviour
 from node.learning.training import configure_torch
-from node.protocol.dfl import (
-    Action,
-    Aggregate,
-    ConfirmationsReceived,
-    DflEngine,
-    DraftBlockReceived,
-    Evaluate,
-    EvaluationDone,
-    EvaluationFailed,
-    PeersChanged,
-    PersistBlock,
-    SamplesCollected,
-    Send,
-    Tick,
-    Train,
-    TrainingDone,
-    TransactionReceived,
-)
+from node.protocol.dfl import DflEngine
+from node.protocol.events import BufferedModel, ConfirmationsReceived, DraftBlockReceived
 from node.service.base import NodeBase
 from node.service.config import NodeConfig
-from node.service.learning_host import DflLearningHost
+from proto.dfl.v1 import records_pb2
 
 log = logging.getLogger(__name__)
 
-TASK_OF_EVENT: dict[type, str] = {
-    SamplesCollected: "generate_transaction",
-    TrainingDone: "generate_transaction",
-    TransactionReceived: "receive_transaction",
-    EvaluationDone: "receive_transaction",
-    EvaluationFailed: "receive_transaction",
-    DraftBlockReceived: "generate_block",
-    ConfirmationsReceived: "generate_block",
-    Tick: "generate_block",
-    PeersChanged: "other",
-}
 
-
-class DflNode(NodeBase):
+class DflNode(NodeBase, HostObserver):
     """Everything one DFL node process runs. `await node.start()`, then `await node.stop()`."""
-
-    task_of_event = TASK_OF_EVENT
 
     def __init__(self, config: NodeConfig) -> None:
         super().__init__(config)
         configure_torch(config.torch_threads)
-        self.host = DflLearningHost(
+        self.samples = InjectedSamples(
+            seeds.stream(config.seed, seeds.Purpose.LOCAL_TEST, config.index),
+            config.sample_memory,
+        )
+        self.host = DflHost(
             model=config.model,
             seed=config.seed,
-            node_seed=config.node_seed,
+            index=config.index,
             aggregator=load_aggregator(config.aggregator, **config.aggregator_options),
             behaviour=make_behaviour(config.behaviour, **config.behaviour_options),
+            samples=self.samples,
             test_batch=config.test_batch,
-            sample_memory=config.sample_memory,
         )
-        self._open(self.host.genesis)
+        self._open(
+            experiment_genesis(
+                protocol="dfl",
+                model=config.model,
+                seed=config.seed,
+                spec=config.spec,
+                learner=self.host.learner,
+            )
+        )
         self.engine = DflEngine(
             self.key,
             self.genesis,
@@ -79,46 +67,31 @@ class DflNode(NodeBase):
             height=self.store.height,
             head_digest=self.store.head_digest,
         )
+        self.dispatch = DflDispatcher(self.host, self, self)
 
-    def _carry_out(self, action: Action, task: str) -> None:
-        match action:
-            case Train(batch_size):
-                self._run_ml(
-                    "generate_transaction",
-                    self.host.train,
-                    batch_size,
-                    then=lambda model: self._after_training(model),
-                )
-            case Evaluate(digest, _, model):
-                self._run_ml(
-                    "receive_transaction",
-                    self.host.evaluate,
-                    model,
-                    then=lambda accuracy: self._handle_quietly(EvaluationDone(digest, accuracy)),
-                    failed=lambda: self._handle_quietly(EvaluationFailed(digest)),
-                )
-            case Aggregate(models):
-                self._run_ml(
-                    "update_model",
-                    self.host.aggregate,
-                    models,
-                    then=lambda _: self.metrics.set_reputations(self.host.reputation),
-                )
-            case Send(to, kind, payload):
-                self._send_all(to, kind, payload)
-            case PersistBlock(block):
-                with self.profiler.measure("generate_block", "blockchain"):
-                    self.store.append(block)
-                self.metrics.block_finalized(
-                    self.store.height,
-                    len(block.body.transactions),
-                    len(block.finalization.confirmations),
-                )
+    def collect(self, images: np.ndarray, labels: np.ndarray) -> None:
+        self.samples.collect(images, labels)
 
-    def _after_training(self, model: bytes) -> None:
+    def persist(self, block: records_pb2.Block) -> None:
+        with self.profiler.measure("generate_block", "blockchain"):
+            self.store.append(block)
+        self.metrics.block_finalized(
+            self.store.height,
+            len(block.body.transactions),
+            len(block.finalization.confirmations),
+        )
+
+    # --- what the host did (HostObserver) ------------------------------------------------------
+
+    def trained(self) -> None:
         if self.host.local_accuracy is not None:
             self.metrics.set_accuracy(self.host.local_accuracy, "local")
-        self._handle_quietly(TrainingDone(model))
+        self.host.sample_log.write(self.config.data_dir)
+
+    def aggregated(
+        self, models: Sequence[BufferedModel], reputation: Mapping[str, float] | None
+    ) -> None:
+        self.metrics.set_reputations(reputation or {})
 
     def _record_methods(self) -> dict[str, Callable[[bytes, Any], Any]]:
         return {

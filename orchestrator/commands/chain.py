@@ -1,12 +1,14 @@
-"""`dfl chain verify|export DIR`: audit a node's chain store offline."""
+"""`dfl chain verify|export|spec DIR`: audit a node's chain store offline, or re-run it."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sqlite3
 import sys
 from pathlib import Path
 
+from node.ledger import records
 from node.ledger.export import export_lines
 from node.ledger.store import ChainCorrupted, ChainStore
 
@@ -35,6 +37,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         "directory", type=Path, metavar="DIR", help="data directory or chain.sqlite"
     )
     export.set_defaults(handler=run_export)
+
+    spec = actions.add_parser(
+        "spec",
+        help="print the experiment spec the chain was produced by (YAML)",
+        description="The genesis carries the canonical experiment spec; this prints it as YAML "
+        "that `dfl simulate` and `dfl run` accept, so any chain can be re-run: "
+        "`dfl chain spec DIR > again.yaml && dfl run again.yaml`. Exit 1 when the spec does not "
+        "match the digest the genesis records; exit 2 when there is no store or no spec in it.",
+    )
+    spec.add_argument("directory", type=Path, metavar="DIR", help="data directory or chain.sqlite")
+    spec.set_defaults(handler=run_spec)
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -67,4 +80,28 @@ def run_export(args: argparse.Namespace) -> int:
     with store:
         for line in export_lines(store):
             print(line)
+    return 0
+
+
+def run_spec(args: argparse.Namespace) -> int:
+    from orchestrator.spec import SpecError, parse_spec, spec_to_yaml
+
+    try:
+        with ChainStore.open(args.directory, verify=False) as store:
+            body = store.genesis.body
+    except (FileNotFoundError, ChainCorrupted, sqlite3.DatabaseError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not body.spec:
+        print(f"error: the genesis of {args.directory} records no experiment spec", file=sys.stderr)
+        return 2
+    if records.spec_digest(body.spec) != body.spec_digest:
+        print("INVALID: the genesis's spec does not match its spec digest")
+        return 1
+    try:
+        spec = parse_spec(json.loads(body.spec), f"{args.directory} (genesis)")
+    except (SpecError, json.JSONDecodeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(spec_to_yaml(spec), end="")
     return 0

@@ -3,6 +3,9 @@
 This is the orchestrator service of the compose stack: the nodes are containers Compose started,
 so this only injects each node's share of the dataset, measures every node's model on the common
 test set and serves those figures on /metrics for Prometheus, until it is stopped.
+
+The injection rate is the spec's, like every other value: `--set nodes.injection_rate=32`, or
+$DFL_INJECTION_RATE (the compose file's knob), which is the same override applied before --set.
 """
 
 from __future__ import annotations
@@ -10,16 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.commands.run import add_spec_arguments, spec_from_args
+from orchestrator.commands.common import add_spec_arguments, spec_from_args
 from orchestrator.endpoint import NodeEndpoint
 from orchestrator.spec import ExperimentSpec
 
-RATE_ENV = "DFL_INJECTION_RATE"
+# Environment variables this command reads, and the spec field each one overrides.
+VARIABLES = {"DFL_INJECTION_RATE": "nodes.injection_rate"}
 
 
 def parse_node(text: str, index: int, metrics_port: int) -> NodeEndpoint:
@@ -33,22 +36,6 @@ def parse_node(text: str, index: int, metrics_port: int) -> NodeEndpoint:
     return NodeEndpoint(
         index=index, name=name, host=host, port=int(port), metrics_port=metrics_port
     )
-
-
-def injection_rate(flag: float | None, environ: dict[str, str] | os._Environ[str]) -> float | None:
-    """--rate, else $DFL_INJECTION_RATE, else None (the spec's)."""
-    if flag is not None:
-        return flag
-    raw = environ.get(RATE_ENV, "").strip()
-    if not raw:
-        return None
-    try:
-        rate = float(raw)
-    except ValueError:
-        rate = -1.0
-    if rate <= 0:
-        raise ValueError(f"{RATE_ENV}={raw!r}: expected samples per second per node, e.g. 4")
-    return rate
 
 
 @dataclass
@@ -70,10 +57,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "orchestrate",
         help="inject samples into running nodes and export their test-set accuracy",
         description="Drives nodes that are already running (a compose stack's): streams each "
-        "node its partition of the spec's dataset at the spec's rate ($DFL_INJECTION_RATE or "
-        "--rate overrides it), measures every node's model on the common test set every "
-        "evaluation interval, and serves dfl_test_accuracy{node} on --metrics-port for "
-        "Prometheus. Runs until SIGTERM or Ctrl-C, or for --duration.",
+        "node its partition of the spec's dataset at the spec's rate ($DFL_INJECTION_RATE "
+        "sets nodes.injection_rate, then --set applies), measures every node's model on the "
+        "common test set every evaluation interval, and serves dfl_test_accuracy{node} on "
+        "--metrics-port for Prometheus. Runs until SIGTERM or Ctrl-C, or for --duration.",
     )
     add_spec_arguments(parser)
     parser.add_argument(
@@ -91,7 +78,6 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="port of each node's /metrics on its host, scraped into metrics.csv (0: none)",
     )
     parser.add_argument("--metrics-port", type=int, default=9200, help="this command's /metrics")
-    parser.add_argument("--rate", type=float, default=None, help="samples per second per node")
     parser.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
     parser.add_argument("--out", type=Path, default=None, help="write metrics.csv here")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -100,14 +86,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def orchestrate_command(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    spec = spec_from_args(args)
+    spec = spec_from_args(args, VARIABLES)
     if spec is None:
         return 2
     try:
         nodes = [
             parse_node(text, index, args.node_metrics_port) for index, text in enumerate(args.node)
         ]
-        rate = injection_rate(args.rate, os.environ)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -128,9 +113,8 @@ def orchestrate_command(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "spec.yaml").write_text(spec.to_yaml())
-    rate_text = f"{rate:g}" if rate is not None else f"{spec.nodes.injection_rate:g} (spec)"
     print(
-        f"driving {len(nodes)} nodes, {rate_text} samples/s each; metrics on "
+        f"driving {len(nodes)} nodes, {spec.nodes.injection_rate:g} samples/s each; metrics on "
         f":{args.metrics_port}/metrics",
         flush=True,
     )
@@ -145,7 +129,6 @@ def orchestrate_command(args: argparse.Namespace) -> int:
                 metrics_csv=args.out / METRICS_FILE if args.out is not None else None,
                 exporter=exporter,
                 duration=args.duration,
-                rate=rate,
             )
 
     try:

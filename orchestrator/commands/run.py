@@ -6,34 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.spec import ExperimentSpec
+from orchestrator.commands.common import add_spec_arguments, spec_from_args
 
 RUNTIMES = ("local", "docker")
-
-
-def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
-    """SPEC and --set, shared by the commands that read an experiment spec."""
-    parser.add_argument("spec", type=Path, metavar="SPEC", help="experiment YAML")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override a spec field, e.g. --set duration=60 --set nodes.distribution=labels:2",
-    )
-
-
-def spec_from_args(args: argparse.Namespace) -> ExperimentSpec | None:
-    """The spec with its overrides, or None after printing what is wrong with it."""
-    from orchestrator.spec import SpecError, load_spec, parse_override, with_overrides
-
-    try:
-        spec = load_spec(args.spec)
-        overrides = dict(parse_override(item) for item in args.set)
-        return with_overrides(spec, overrides) if overrides else spec
-    except SpecError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return None
 
 
 def register(commands: argparse._SubParsersAction) -> None:

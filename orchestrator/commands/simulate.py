@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.commands.run import add_spec_arguments, spec_from_args
+from orchestrator.commands.common import add_spec_arguments, spec_from_args
 from orchestrator.datasets import DatasetMissing
 from orchestrator.spec import SpecError
 

@@ -89,10 +89,7 @@ class LocalRun:
             self.pow_difficulty = difficulty_for(self.spec)
         ports = free_ports(2 * count)
         names = [f"node{i}" for i in range(count)]
-        neighbours: dict[int, list[int]] = {i: [] for i in range(count)}
-        for a, b in self.spec.edges():
-            neighbours[a].append(b)
-            neighbours[b].append(a)
+        neighbours = self.spec.neighbours()
         for index, name in enumerate(names):
             node = LocalNode(
                 index=index,

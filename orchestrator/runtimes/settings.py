@@ -7,12 +7,13 @@ same protocol with the same seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
 
 from node.ledger.pow import calibrate_difficulty, measure_hash_rate
-from orchestrator.spec import ExperimentSpec
+from orchestrator.spec import ExperimentSpec, canonical_spec_json
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +21,15 @@ log = logging.getLogger(__name__)
 def experiment_settings(
     spec: ExperimentSpec, index: int, pow_difficulty: float | None
 ) -> dict[str, Any]:
-    """Node config fields for node `index`: model, seeds, behaviour and the protocol's part."""
+    """Node config fields for node `index`: model, seeds, identity, behaviour, the experiment
+    itself (the genesis carries it) and the protocol's part."""
     behaviour = spec.behaviour_of(index)
     return {
         "model": spec.model,
         "seed": spec.seed,
-        "node_seed": spec.seed * 1000 + index,
+        "index": index,
+        "identity": spec.identity,
+        "spec": canonical_spec_json(spec),
         "behaviour": behaviour.name,
         "behaviour_options": dict(behaviour.options),
         "test_batch": spec.dfl.test_batch,
@@ -69,13 +73,6 @@ def blade_node_fields(spec: ExperimentSpec, difficulty: float | None) -> dict[st
     """A BLADE-FL client's `blade` settings (BladeConfig fields plus the host's)."""
     blade = spec.blade
     assert blade is not None and difficulty is not None
-    return {
-        "clients": spec.nodes.count,
-        "rounds": blade.rounds,
-        "local_iterations": blade.iterations,
-        "dataset_size": blade.dataset_size,
-        "collect_timeout": blade.collect_timeout,
-        "vote_timeout": blade.vote_timeout,
-        "difficulty": difficulty,
-        "batch_size": blade.batch_size,
-    }
+    fields = dataclasses.asdict(blade.config(clients=spec.nodes.count))
+    del fields["lazy"]  # the node knows once it has built its behaviour
+    return {**fields, "difficulty": difficulty, "batch_size": blade.batch_size}

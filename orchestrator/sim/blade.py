@@ -8,71 +8,62 @@ network finds one in about beta time units; the block's models average into the 
 model. After block k the global model is tested on the whole test set (rounds.csv), and the run
 ends after K blocks, t_sum = K (tau alpha + beta) time units later.
 
-With the chain (the default) each client is the `BladeEngine` a container runs: signed pool
-models, real SHA-256d mining at a small difficulty (`MINING_DIFFICULTY` expected hashes) whose
-virtual duration is scaled so the network's expected block time is beta, votes, chain stores.
-With `chain=False` the rounds run as the paper's own code does: no records, no mining, no time.
+Every client is the `BladeHost` (node/host/blade.py) a client process runs, with its keys,
+genesis and random streams. With the chain (the default) its engine is the `BladeEngine` a
+container runs: signed pool models, real SHA-256d mining at a small difficulty
+(`MINING_DIFFICULTY` expected hashes) whose virtual duration is scaled so the network's expected
+block time is beta, votes, chain stores. With `chain=False` the engine is the paper's own rounds
+(node/protocol/blade_chainless.py): train, copy, average; no records and no mining, so a round
+takes only its training time.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from node.learning.behaviours import Behaviour
-from node.learning.training import Learner, train_epochs
-from node.ledger.keys import NodeKey
-from node.ledger.pow import DIFFICULTY_PARAMETER
+from node.host.blade import BladeHost
+from node.host.dispatch import HostObserver
+from node.host.genesis import blade_extras
+from node.host.resemblance import Resemblance
 from node.ledger.store import ChainStore
-from node.protocol import blade
-from node.protocol.common import SamplesCollected
-from node.service.learning_host import experiment_genesis
+from node.protocol.blade import BladeEngine
+from node.protocol.blade_chainless import ChainlessBladeEngine
+from node.protocol.events import PoolModel, SamplesCollected
 from orchestrator.datasets import Dataset
+from orchestrator.genesis import spec_genesis
 from orchestrator.partition import Partition
-from orchestrator.runtimes.memory import MemoryNode
+from orchestrator.runtimes.memory import MemoryNetwork, MemoryNode
 from orchestrator.sim import outputs
+from orchestrator.sim.dfl import LATENCY, node_keys
 from orchestrator.sim.evaluation import BatchEvaluator, Job
-from orchestrator.sim.network import PendingTraining, SimNetwork
 from orchestrator.sim.progress import ProgressBar
 from orchestrator.spec import ExperimentSpec
 
 MINING_DIFFICULTY = 256.0  # expected hashes per block and miner: real work, a few ms of it
-_BEHAVIOUR = 21
 
 
-@dataclass
-class BladeSimClient:
-    """One client's ML for its engine: local dataset, the global model, behaviour."""
+class _RoundRecorder(HostObserver):
+    """rounds.csv: the global model after each block, as the first client holds it."""
 
-    name: str
-    images: np.ndarray
-    labels: np.ndarray
-    behaviour: Behaviour
-    rng: np.random.Generator
-    global_weights: np.ndarray
-    rounds: list[int] = field(default_factory=list)
-    on_aggregate: Callable[[int, np.ndarray], None] | None = None  # the simulation's recorder
+    def __init__(self, simulation: BladeSimulation) -> None:
+        self.simulation = simulation
+        self.rounds: list[int] = []
 
-    def train_local(self, round: int, iterations: int) -> bytes:
-        """Never called: the simulator's network hands a round's trainings to the simulation."""
-        raise RuntimeError("the simulator trains a round's clients together")
-
-    def plagiarize(self, round: int, models: Sequence[bytes]) -> bytes:
-        peers = tuple(np.frombuffer(model, "<f4") for model in models)
-        copied = self.behaviour.outgoing(self.global_weights, self.rng, peer_models=peers)
-        return copied.astype("<f4", copy=False).tobytes()
-
-    def aggregate_round(self, round: int, models: Sequence[blade.PoolModel]) -> None:
-        stacked = np.stack([np.frombuffer(m.model, "<f4") for m in models])
-        self.global_weights = stacked.mean(axis=0, dtype=np.float64).astype(np.float32)
+    def round_aggregated(
+        self, round: int, models: Sequence[PoolModel], found: Sequence[Resemblance]
+    ) -> None:
+        simulation = self.simulation
         self.rounds.append(round)
-        if self.on_aggregate is not None:
-            self.on_aggregate(round, self.global_weights)
+        loss, accuracy = simulation.record(
+            round, simulation.network.now, simulation.hosts[0].global_weights
+        )
+        if simulation.bar is not None:
+            simulation.bar.update(round, f"loss {loss:.3f} accuracy {accuracy:.3f}")
 
 
 class BladeSimulation:
@@ -92,50 +83,39 @@ class BladeSimulation:
         self.out = out
         self.chain = chain
         self.progress = progress
+        self.bar: ProgressBar | None = None
         self.evaluator = BatchEvaluator(spec.model)
         self.test = Job(np.empty(0, np.float32), dataset.test_images, dataset.test_labels)
         self.names = [f"client{i}" for i in range(spec.nodes.count)]
-        self.learner = Learner(spec.model, seed=spec.seed)  # the initial global model
+        self.keys = node_keys(spec)
         partition = Partition.build(
             spec.partition(), spec.nodes.count, dataset.train_labels, spec.seed
         )
         local = partition.local_datasets(dataset.train_labels, self.blade.dataset_size)
-        self.clients = [
-            BladeSimClient(
-                name=name,
-                images=dataset.train_images[indices],
-                labels=dataset.train_labels[indices],
+        self.hosts: list[BladeHost] = []
+        for index, indices in enumerate(local):
+            host = BladeHost(
+                model=spec.model,
+                seed=spec.seed,
+                index=index,
                 behaviour=spec.behaviour(index),
-                rng=np.random.default_rng([spec.seed, _BEHAVIOUR, index]),
-                global_weights=self.learner.weights(),
+                dataset_size=self.blade.dataset_size,
+                batch_size=self.blade.batch_size,
+                test_batch=spec.dfl.test_batch,
+                measures=False,  # rounds.csv tests the global model on the whole test set
             )
-            for index, (name, indices) in enumerate(zip(self.names, local, strict=True))
-        ]
+            host.collect(dataset.train_images[indices], dataset.train_labels[indices])
+            self.hosts.append(host)
         self.rows: list[list[Any]] = []
+        # Each miner needs MINING_DIFFICULTY hashes on average; the first of `count` finds a
+        # block in about 1/count of that, which is to take beta time units.
+        self.network = MemoryNetwork(
+            latency=LATENCY,
+            hash_rate=MINING_DIFFICULTY / (spec.nodes.count * self.blade.beta),
+        )
+        self.recorder = _RoundRecorder(self)
 
-    # --- ML ------------------------------------------------------------------------------------
-
-    def _train(self, clients: Sequence[BladeSimClient], epochs: int) -> list[bytes]:
-        out = []
-        for client in clients:
-            self.learner.set_weights(client.global_weights)
-            self.learner.solver.reset()  # BLADE-FL builds a fresh optimizer every round
-            if client.behaviour.trains:
-                images, labels = client.behaviour.batch(client.images, client.labels, client.rng)
-                train_epochs(
-                    self.learner, images, labels, epochs, self.blade.batch_size, client.rng
-                )
-            outgoing = client.behaviour.outgoing(self.learner.weights(), client.rng)
-            out.append(outgoing.astype("<f4", copy=False).tobytes())
-        return out
-
-    def _train_batch(self, pending: Sequence[PendingTraining]) -> list[bytes]:
-        clients = [item.node.host for item in pending]
-        epochs = {item.action.iterations for item in pending}
-        assert len(epochs) == 1 and all(isinstance(c, BladeSimClient) for c in clients)
-        return self._train(clients, epochs.pop())  # type: ignore[arg-type]
-
-    def _record(self, round: int, when: float, weights: np.ndarray) -> tuple[float, float]:
+    def record(self, round: int, when: float, weights: np.ndarray) -> tuple[float, float]:
         job = Job(weights, self.test.images, self.test.labels)
         ((loss, accuracy),) = self.evaluator.losses([job])
         self.rows.append([round, when, loss, accuracy])
@@ -145,22 +125,18 @@ class BladeSimulation:
 
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
-        bar = (
-            ProgressBar(self.blade.rounds, "round", label=f"{self.spec.name} ")
-            if self.progress
-            else None
-        )
+        if self.progress:
+            self.bar = ProgressBar(self.blade.rounds, "round", label=f"{self.spec.name} ")
         started, cpu_started = time.perf_counter(), time.process_time()
-        self._record(0, 0.0, self.learner.weights())
-        extra: dict[str, Any] = {}
+        self.record(0, 0.0, self.hosts[0].global_weights)
+        stores = self._build()
         try:
-            if self.chain:
-                extra = self._run_chain(bar)
-            else:
-                self._run_plain(bar)
+            extra = self._run(stores)
         finally:
-            if bar is not None:
-                bar.close()
+            for store in stores:
+                store.close()
+            if self.bar is not None:
+                self.bar.close()
         wall = time.perf_counter() - started
         extra["process_cpu_seconds"] = round(time.process_time() - cpu_started, 2)
         writer = outputs.SeriesCsv(
@@ -169,106 +145,85 @@ class BladeSimulation:
         for row in self.rows:
             writer.write(row)
         writer.close()
+        for name, host in zip(self.names, self.hosts, strict=True):
+            (self.out / "nodes" / name).mkdir(parents=True, exist_ok=True)
+            host.sample_log.write(self.out / "nodes" / name)
         return self._summary(wall, extra)
 
-    def _run_plain(self, bar: ProgressBar | None) -> None:
-        """The paper's code: train, copy, average; time is counted, not simulated."""
-        blade_section = self.blade
-        honest = [c for c in self.clients if c.behaviour.name != "lazy"]
-        lazy = [c for c in self.clients if c.behaviour.name == "lazy"]
-        round_time = blade_section.iterations * (blade_section.alpha or 1.0) + blade_section.beta
-        for round in range(1, blade_section.rounds + 1):
-            models = self._train(honest, blade_section.iterations)
-            peers = [np.frombuffer(m, "<f4") for m in models]
-            for client in lazy:
-                copied = client.behaviour.outgoing(client.global_weights, client.rng, peers)
-                models.append(copied.astype("<f4", copy=False).tobytes())
-            average = np.stack([np.frombuffer(m, "<f4") for m in models]).mean(axis=0)
-            for client in self.clients:
-                client.global_weights = average.astype(np.float32)
-            loss, accuracy = self._record(round, round * round_time, self.clients[0].global_weights)
-            if bar is not None:
-                bar.update(round, f"loss {loss:.3f} accuracy {accuracy:.3f}")
-
-    def _run_chain(self, bar: ProgressBar | None) -> dict[str, Any]:
-        spec, blade_section = self.spec, self.blade
-        alpha = blade_section.alpha or 1.0
-        count = spec.nodes.count
-        # Each miner needs MINING_DIFFICULTY hashes on average; the first of `count` finds a
-        # block in about 1/count of that, which is to take beta time units.
-        network = SimNetwork(
-            train=self._train_batch,
-            epoch_time=alpha,
-            hash_rate=MINING_DIFFICULTY / (count * blade_section.beta),
-        )
-        genesis = experiment_genesis(
-            spec.model,
-            spec.seed,
-            self.learner,
-            protocol="blade-fl",
-            extra={
-                DIFFICULTY_PARAMETER: MINING_DIFFICULTY,
-                "rounds": blade_section.rounds,
-                "local_iterations": blade_section.iterations,
-                "dataset_size": blade_section.dataset_size,
-                "batch_size": blade_section.batch_size,
-            },
+    def _build(self) -> list[ChainStore]:
+        """Every client's engine on the network: BladeEngine with a chain store, or (without
+        the chain) the paper's own rounds: train, copy, average, no records, no mining."""
+        spec, section = self.spec, self.blade
+        self.genesis = spec_genesis(
+            spec,
+            learner=self.hosts[0].learner,
+            extra=blade_extras(
+                difficulty=MINING_DIFFICULTY,
+                rounds=section.rounds,
+                local_iterations=section.iterations,
+                dataset_size=section.dataset_size,
+                batch_size=section.batch_size,
+            ),
         )
         stores = []
-        for name, client in zip(self.names, self.clients, strict=True):
-            key = NodeKey.from_seed(f"sim/{spec.seed}/{name}".encode())
-            config = blade.BladeConfig(
-                clients=count,
-                rounds=blade_section.rounds,
-                local_iterations=blade_section.iterations,
-                dataset_size=blade_section.dataset_size,
-                collect_timeout=blade_section.collect_timeout,
-                vote_timeout=blade_section.vote_timeout,
-                lazy=client.behaviour.name == "lazy",
+        for index, (name, key, host) in enumerate(
+            zip(self.names, self.keys, self.hosts, strict=True)
+        ):
+            config = section.config(
+                clients=spec.nodes.count,
+                lazy=host.behaviour.copies_peers,
                 # The honest models of a round all arrive at one instant; a lazy client copies
                 # at the next tick rather than after the protocol's default 5 time units.
                 lazy_wait=0.5,
             )
-            store = ChainStore.create(self.out / "nodes" / name, genesis, key.address)
-            stores.append(store)
-            network.add(MemoryNode(name, blade.BladeEngine(key, genesis, config), client, store))
-            network.schedule(0.0, name, SamplesCollected(blade_section.dataset_size))
-        network.connect(
+            store = None
+            engine: BladeEngine | ChainlessBladeEngine
+            if self.chain:
+                store = ChainStore.create(self.out / "nodes" / name, self.genesis, key.address)
+                stores.append(store)
+                engine = BladeEngine(key, self.genesis, config)
+            else:
+                engine = ChainlessBladeEngine(key.address, config)
+            node = MemoryNode(
+                name,
+                engine,
+                host,
+                store,
+                observer=self.recorder if index == 0 else None,
+                epoch_seconds=section.alpha or 1.0,
+            )
+            self.network.add(node)
+            self.network.schedule(0.0, name, SamplesCollected(section.dataset_size))
+        count = spec.nodes.count
+        self.network.connect(
             [(self.names[a], self.names[b]) for a in range(count) for b in range(a + 1, count)]
         )
+        return stores
 
-        def record(round: int, weights: np.ndarray) -> None:
-            loss, accuracy = self._record(round, network.now, weights)
-            if bar is not None:
-                bar.update(round, f"loss {loss:.3f} accuracy {accuracy:.3f}")
-
-        first = self.clients[0]
-        first.on_aggregate = record
-        try:
-            while network.now < spec.duration_seconds and len(first.rounds) < blade_section.rounds:
-                network.run(min(spec.duration_seconds, network.now + 1.0))
-            heads = {store.head_digest for store in stores}
-            heights = [store.height for store in stores]
-        finally:
-            for store in stores:
-                store.close()
-        by_category = network.profiler.by_category()
-        profiled = sum(by_category.values())
+    def _run(self, stores: Sequence[ChainStore]) -> dict[str, Any]:
+        network, section = self.network, self.blade
+        while (
+            network.now < self.spec.duration_seconds and len(self.recorder.rounds) < section.rounds
+        ):
+            network.run(min(self.spec.duration_seconds, network.now + 1.0))
         counters: dict[str, int] = {}
         for node in network.nodes.values():
             for name, value in node.engine.state.counters.items():
                 counters[name] = counters.get(name, 0) + value
-        return {
+        extra: dict[str, Any] = {
             "virtual_time": round(network.now, 2),
-            "heights": sorted(set(heights)),
-            "chains_agree": len(heads) == 1,
-            "forks": counters.get("forks", 0),
-            "cpu_seconds": {k: round(v, 3) for k, v in sorted(by_category.items())},
-            "chain_share": round(by_category.get("blockchain", 0.0) / profiled, 4)
-            if profiled
-            else 0.0,
+            **outputs.cpu_figures(network.profiler),
             "rejected": sum(sum(n.rejections.values()) for n in network.nodes.values()),
+            "genesis_digest": self.genesis.digest.hex(),
+            "addresses": {
+                name: key.address.hex() for name, key in zip(self.names, self.keys, strict=True)
+            },
         }
+        if stores:
+            extra["heights"] = sorted({store.height for store in stores})
+            extra["chains_agree"] = len({store.head_digest for store in stores}) == 1
+            extra["forks"] = counters.get("forks", 0)
+        return extra
 
     def _summary(self, wall: float, extra: dict[str, Any]) -> dict[str, Any]:
         blade_section = self.blade
@@ -280,7 +235,7 @@ class BladeSimulation:
             "seed": self.spec.seed,
             "chain": self.chain,
             "clients": self.spec.nodes.count,
-            "lazy_clients": sum(c.behaviour.name == "lazy" for c in self.clients),
+            "lazy_clients": sum(h.behaviour.copies_peers for h in self.hosts),
             "noise_variance": blade_section.noise_variance,
             "rounds": blade_section.rounds,
             "rounds_done": last[0],

@@ -7,6 +7,12 @@ and buffers the model, and a full buffer is aggregated by the spec's rule. Block
 confirmed and finalized by the same `DflEngine` a container runs, into real SQLite chain stores.
 With `chain=False` the engine is the paper's own, chainless one (node/protocol/chainless.py).
 
+The ML is a node's own: every node is a `DflHost` (node/host/dfl.py) with the keys, genesis and
+random streams a node process of the same spec has. The simulator replaces only where samples
+come from (the partition's streams, and test draws from the test set by the node's label
+weights, one per node per instant) and what runs a model on test samples (one shared
+`BatchEvaluator` for every node).
+
 Every `sim.accuracy_interval` ticks, each node's model is tested on fresh uniform test samples
 (accuracy.csv) and eq. 5's per-layer weight difference is taken (weight_diff.csv).
 """
@@ -14,90 +20,64 @@ Every `sim.accuracy_interval` ticks, each node's model is tested on fresh unifor
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from node.learning.aggregation import (
-    INITIAL_REPUTATION,
-    CheckedAggregator,
-    ReceivedModel,
-    load_aggregator,
-)
-from node.learning.behaviours import Behaviour
-from node.learning.training import Learner
+from node import seeds
+from node.host.dfl import DflHost
+from node.host.dispatch import HostObserver
+from node.host.samples import StreamedSamples
+from node.learning.aggregation import INITIAL_REPUTATION, load_aggregator
 from node.ledger.keys import NodeKey
 from node.ledger.store import ChainStore
 from node.protocol.chainless import ChainlessDflEngine
-from node.protocol.common import SamplesCollected
-from node.protocol.dfl import BufferedModel, DflEngine
-from node.service.learning_host import experiment_genesis
+from node.protocol.dfl import DflEngine
+from node.protocol.events import BufferedModel, SamplesCollected
 from orchestrator.datasets import Dataset
+from orchestrator.genesis import spec_genesis
 from orchestrator.partition import Partition, SampleStream
-from orchestrator.runtimes.memory import MemoryNode
+from orchestrator.runtimes.memory import MemoryNetwork, MemoryNode
 from orchestrator.sim import outputs
 from orchestrator.sim.evaluation import BatchEvaluator, Job
-from orchestrator.sim.network import PendingEvaluation, SimNetwork
 from orchestrator.sim.progress import ProgressBar
 from orchestrator.spec import ExperimentSpec
 
-# Independent random streams per node under the experiment seed.
-_TEST, _SCHEDULE, _BEHAVIOUR, _ACCURACY = 11, 12, 13, 14
 HONEST = ("normal", "observer")
+LATENCY = 0.001  # virtual seconds a message takes
 
 
-@dataclass
-class DflSimNode:
-    """One node's ML for its engine: model, samples, behaviour, aggregation rule, reputation."""
+def node_keys(spec: ExperimentSpec) -> list[NodeKey]:
+    """The nodes' signing keys: derived from (seed, index), as in every runtime, unless the spec
+    asks for random ones."""
+    if spec.identity == "random":
+        return [NodeKey.generate() for _ in range(spec.nodes.count)]
+    return [
+        NodeKey.from_seed(seeds.identity_seed(spec.seed, index))
+        for index in range(spec.nodes.count)
+    ]
 
-    name: str
-    learner: Learner
-    behaviour: Behaviour
-    aggregator: CheckedAggregator
-    train_stream: SampleStream
-    test_stream: SampleStream  # the node's own label distribution over the test set
-    rng: np.random.Generator
-    names_by_address: dict[bytes, str]
-    clock: Callable[[], float]
-    reputation: dict[str, float] = field(default_factory=dict)
-    reputation_rows: list[tuple[float, str, str, float]] = field(default_factory=list)
-    last_accuracy: float = 0.0  # from the latest accuracy record: eq. 2-4 never read it
 
-    def train(self, batch_size: int) -> bytes:
-        images, labels = self.train_stream.draw(batch_size)
-        if self.behaviour.trains:
-            images, labels = self.behaviour.batch(images, labels, self.rng)
-            self.learner.train_step(images, labels)
-        outgoing = self.behaviour.outgoing(self.learner.weights(), self.rng)
-        return outgoing.astype("<f4", copy=False).tobytes()
+class _ReputationRecorder(HostObserver):
+    """reputation.csv's rows: after each aggregation, the node's reputation of each generator."""
 
-    def evaluate(self, model: bytes) -> float:
-        """Unbatched, for a network without a batch evaluator (tests)."""
-        images, labels = self.test_stream.draw(self.learner.test_batch_size)
-        return self.learner.accuracy_of(np.frombuffer(model, "<f4").copy(), images, labels)
+    def __init__(self, simulation: DflSimulation, index: int) -> None:
+        self.simulation = simulation
+        self.index = index
+        self.rows: list[tuple[float, str, str, float]] = []
 
-    def aggregate(self, models: Sequence[BufferedModel]) -> None:
-        received = [
-            ReceivedModel(
-                np.frombuffer(m.model, "<f4"),
-                m.accuracy,
-                self.names_by_address.get(m.generator, m.generator.decode(errors="replace")),
-            )
-            for m in models
-        ]
-        updated = self.aggregator.update_model(
-            self.learner.weights(), self.last_accuracy, received, self.reputation
-        )
-        self.learner.set_weights(updated)
-        if not self.reputation:
+    def aggregated(
+        self, models: Sequence[BufferedModel], reputation: Mapping[str, float] | None
+    ) -> None:
+        if not reputation:
             return  # a rule without reputations (FedAvg, HalfFedAvg) leaves no rows
-        now = self.clock()
-        for generator in sorted({str(r.generator) for r in received}):
-            value = self.reputation.get(generator, INITIAL_REPUTATION)
-            self.reputation_rows.append((round(now, 3), self.name, generator, value))
+        now = round(self.simulation.network.now, 3)
+        name = self.simulation.names[self.index]
+        for generator in sorted({m.generator.hex() for m in models}):
+            value = reputation.get(generator, INITIAL_REPUTATION)
+            self.rows.append((now, name, self.simulation.name_of(generator), value))
 
 
 class DflSimulation:
@@ -121,12 +101,20 @@ class DflSimulation:
         self.ticks = round(spec.duration_seconds)
         self.evaluator = BatchEvaluator(spec.model)
         self.test_images, self.test_labels = dataset.test_images, dataset.test_labels
-        self.network = SimNetwork(evaluate=self._evaluate_batch)
+        self.network = MemoryNetwork(latency=LATENCY)
         self.names = [f"node{i}" for i in range(spec.nodes.count)]
-        self.hosts: list[DflSimNode] = []
+        self.keys = node_keys(spec)
+        self.hosts: list[DflHost] = []
+        self.recorders: list[_ReputationRecorder] = []
         self.stores: list[ChainStore] = []
-        self.evaluations = 0
         self._build(dataset)
+
+    def _now(self) -> float:
+        return self.network.now
+
+    def name_of(self, generator: str) -> str:
+        """A node's name from the hex address the aggregator knows it by."""
+        return self._names_by_address.get(generator, generator)
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -134,42 +122,47 @@ class DflSimulation:
         spec, seed = self.spec, self.spec.seed
         partition = Partition.build(spec.partition(), spec.nodes.count, dataset.train_labels, seed)
         self.label_weights = partition.weights
-        keys = [NodeKey.from_seed(f"sim/{seed}/{name}".encode()) for name in self.names]
-        names_by_address = {key.address: name for key, name in zip(keys, self.names, strict=True)}
-        names_by_address.update({name.encode(): name for name in self.names})  # chainless ids
+        self._names_by_address = {
+            key.address.hex(): name for key, name in zip(self.keys, self.names, strict=True)
+        }
         aggregator = spec.dfl.aggregator
-        genesis = None
-        for index, name in enumerate(self.names):
-            learner = Learner(spec.model, seed=seed, test_batch_size=spec.dfl.test_batch)
-            if genesis is None:
-                genesis = experiment_genesis(spec.model, seed, learner)
-            host = DflSimNode(
-                name=name,
-                learner=learner,
-                behaviour=spec.behaviour(index),
-                aggregator=load_aggregator(aggregator.name, **aggregator.options),
-                train_stream=partition.stream(index, dataset.train_images, dataset.train_labels),
-                test_stream=SampleStream(
-                    self.test_images,
-                    self.test_labels,
-                    partition.weights[index],
-                    np.random.default_rng([seed, _TEST, index]),
-                ),
-                rng=np.random.default_rng([seed, _BEHAVIOUR, index]),
-                names_by_address=names_by_address,
-                clock=lambda: self.network.now,
+        for index in range(spec.nodes.count):
+            test_stream = SampleStream(
+                self.test_images,
+                self.test_labels,
+                partition.weights[index],
+                seeds.stream(seed, seeds.Purpose.TEST_STREAM, index),
             )
+            train_stream = partition.stream(index, dataset.train_images, dataset.train_labels)
+            self.hosts.append(
+                DflHost(
+                    model=spec.model,
+                    seed=seed,
+                    index=index,
+                    aggregator=load_aggregator(aggregator.name, **aggregator.options),
+                    behaviour=spec.behaviour(index),
+                    samples=StreamedSamples(train_stream, test_stream, self._now),
+                    test_batch=spec.dfl.test_batch,
+                    tester=self.evaluator,
+                    track_local_accuracy=False,  # accuracy.csv is the simulator's record
+                )
+            )
+        self.genesis = spec_genesis(spec, learner=self.hosts[0].learner)
+        for index, (name, key, host) in enumerate(
+            zip(self.names, self.keys, self.hosts, strict=True)
+        ):
             config = spec.dfl_config(index)
             store = None
             engine: DflEngine | ChainlessDflEngine
             if self.chain:
-                engine = DflEngine(keys[index], genesis, config)
-                store = ChainStore.create(self.out / "nodes" / name, genesis, keys[index].address)
+                engine = DflEngine(key, self.genesis, config)
+                store = ChainStore.create(self.out / "nodes" / name, self.genesis, key.address)
                 self.stores.append(store)
             else:
-                engine = ChainlessDflEngine(name, config)
-            self.hosts.append(host)
-            self.network.add(MemoryNode(name, engine, host, store))
+                engine = ChainlessDflEngine(key.address, config)
+            recorder = _ReputationRecorder(self, index)
+            self.recorders.append(recorder)
+            self.network.add(MemoryNode(name, engine, host, store, observer=recorder))
         self.network.connect([(self.names[a], self.names[b]) for a, b in spec.edges()])
         self._schedule_training()
         self.slices = self.hosts[0].learner.flat.slices
@@ -181,32 +174,18 @@ class DflSimulation:
         low, high = self.spec.sim.training_interval
         batch = self.spec.dfl.batch_size
         for index, name in enumerate(self.names):
-            rng = np.random.default_rng([self.spec.seed, _SCHEDULE, index])
+            rng = seeds.stream(self.spec.seed, seeds.Purpose.SCHEDULE, index)
             tick = int(rng.integers(low, high + 1))
             while tick <= self.ticks:
                 self.network.schedule(float(tick), name, SamplesCollected(batch))
                 tick += int(rng.integers(low, high + 1))
 
-    # --- the hot path --------------------------------------------------------------------------
-
-    def _evaluate_batch(self, pending: Sequence[PendingEvaluation]) -> list[float]:
-        """One test draw per node per instant, shared by the models that node tests then."""
-        draws: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        jobs = []
-        for item in pending:
-            host = item.node.host
-            assert isinstance(host, DflSimNode)
-            if host.name not in draws:
-                draws[host.name] = host.test_stream.draw(self.spec.dfl.test_batch)
-            images, labels = draws[host.name]
-            jobs.append(Job(np.frombuffer(item.action.model, "<f4"), images, labels))
-        self.evaluations += len(jobs)
-        return self.evaluator.accuracies(jobs)
+    # --- records -------------------------------------------------------------------------------
 
     def _record(self, tick: int, writers: dict[str, outputs.SeriesCsv]) -> list[float]:
         jobs = []
         for index, host in enumerate(self.hosts):
-            rng = np.random.default_rng([self.spec.seed, _ACCURACY, index, tick])
+            rng = seeds.stream(self.spec.seed, seeds.Purpose.RECORD, index, tick)
             picks = rng.choice(len(self.test_labels), self.spec.sim.test_samples, replace=False)
             jobs.append(
                 Job(
@@ -220,14 +199,12 @@ class DflSimulation:
             sums = np.array(
                 [outputs.layer_sums(job.weights, self.slices, self.layers) for job in jobs]
             )
-        for host, accuracy in zip(self.hosts, accuracies, strict=True):
-            host.last_accuracy = accuracy
         writers["accuracy"].write([tick, *accuracies])
         writers["weight_diff"].write([tick, *outputs.weight_difference(sums)])
-        for host in self.hosts:
-            for row in host.reputation_rows:
+        for recorder in self.recorders:
+            for row in recorder.rows:
                 writers["reputation"].write(row)
-            host.reputation_rows.clear()
+            recorder.rows.clear()
         return accuracies
 
     # --- running -------------------------------------------------------------------------------
@@ -256,6 +233,9 @@ class DflSimulation:
             wall = time.perf_counter() - started
             self.process_cpu = time.process_time() - cpu_started
             chain_rows = self._chain_rows()
+            for name, host in zip(self.names, self.hosts, strict=True):
+                (self.out / "nodes" / name).mkdir(parents=True, exist_ok=True)
+                host.sample_log.write(self.out / "nodes" / name)
         finally:
             for writer in writers.values():
                 writer.close()
@@ -300,8 +280,6 @@ class DflSimulation:
         honest = [i for i, h in enumerate(self.hosts) if h.behaviour.name in HONEST]
         mean_honest = values[:, honest].mean(axis=1)
         final = values[-outputs.FINAL_RECORDS :, honest].mean(axis=0)
-        by_category = self.network.profiler.by_category()
-        profiled = sum(by_category.values())
         summary = {
             "name": self.spec.name,
             "protocol": "dfl",
@@ -311,14 +289,10 @@ class DflSimulation:
             "nodes": self.spec.nodes.count,
             "wall_seconds": round(wall, 2),
             "ticks_per_second": round(self.ticks / wall, 2) if wall else None,
-            "cpu_seconds": {k: round(v, 3) for k, v in sorted(by_category.items())},
-            # all threads, torch's included: the profile above counts the simulator's thread
+            **outputs.cpu_figures(self.network.profiler),
+            # all threads, torch's included: the profile counts the simulator's thread
             "process_cpu_seconds": round(self.process_cpu, 2),
-            "chain_share": round(by_category.get("blockchain", 0.0) / profiled, 4)
-            if profiled
-            else 0.0,
-            "evaluations": self.evaluations,
-            "evaluation_batches": self.network.evaluation_batches,
+            "evaluations": self.evaluator.evaluations,
             "measured_nodes": [self.names[i] for i in honest],
             "final_accuracy": round(float(final.mean()), 4),
             "final_accuracy_by_node": {
@@ -327,6 +301,11 @@ class DflSimulation:
             "ticks_to_0.9": outputs.first_tick_at(ticks, mean_honest, 0.9),
             "blocks_finalized": sum(row.get("blocks_finalized", 0) for row in chain_rows),
             "rejected": sum(row["rejected"] for row in chain_rows),
+            "genesis_digest": self.genesis.digest.hex(),
+            "addresses": {
+                name: key.address.hex() for name, key in zip(self.names, self.keys, strict=True)
+            },
+            "edges": [list(edge) for edge in self.spec.edges()],
         }
         outputs.write_summary(self.out / outputs.SUMMARY_FILE, summary)
         return summary

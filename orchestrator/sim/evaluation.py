@@ -1,10 +1,9 @@
-"""Measuring many models at once: the simulator's hot loop.
+"""Testing models without copying their weights into a module: the simulator's hot loop.
 
 In a DFL simulation nearly all the time goes into testing models: every receiver tests every
-model it gets on 100 samples, and every node's model is tested for accuracy.csv. The simulator
-therefore collects the evaluations of one instant (all nodes, all models) and hands them here as
-one batch, and the weights are never copied into a node's module: `functional_call` runs a
-shared module on views of each flat vector.
+model it gets on 100 samples, and every node's model is tested for accuracy.csv. Every node's
+host therefore tests through this one evaluator, and the weights are never copied into a
+module: `functional_call` runs a shared module on views of each flat vector.
 
 How a batch runs was chosen by measurement (`benchmarks/simulator.py` prints the figures):
 the models go one after another through the shared module, whose LeNet keeps its activations
@@ -45,6 +44,7 @@ class BatchEvaluator:
         self.module.eval()
         self._shapes = [(name, p.shape, p.numel()) for name, p in self.module.named_parameters()]
         self.size = sum(n for _, _, n in self._shapes)
+        self.evaluations = 0  # models tested, records included
 
     def _params(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views of `flat` shaped as the layers."""
@@ -75,7 +75,12 @@ class BatchEvaluator:
                 for job in jobs
             ]
 
+    def accuracy(self, weights: np.ndarray, images: np.ndarray, labels: np.ndarray) -> float:
+        """One model: what a host asks (node/host/dfl.py: ModelTester)."""
+        return self.accuracies([Job(weights, images, labels)])[0]
+
     def accuracies(self, jobs: Sequence[Job]) -> list[float]:
+        self.evaluations += len(jobs)
         return [
             float((logits.argmax(dim=1) == torch.from_numpy(j.labels)).float().mean())
             for j, logits in zip(jobs, self.logits(jobs), strict=True)

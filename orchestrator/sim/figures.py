@@ -8,7 +8,8 @@
 - A curve set (BLADE-FL Fig. 3-4): the final figure (loss) against the column's x, one line per
   row, each point the mean over repetitions with the spread as error bars, the minimum marked.
 
-Drawn with matplotlib's object API on the Agg canvas, as the run report is (orchestrator/plots.py).
+Drawn with matplotlib's object API on the Agg canvas, in the figures' common style
+(orchestrator/plots.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from orchestrator.plots import _save, node_colours
+from orchestrator.plots import node_colours, save_figure
 from orchestrator.sim import outputs
 
 RUN_FIGURE = "run.png"
@@ -60,7 +61,7 @@ def plot_run(directory: Path) -> Path:
     bottom.set_xlabel("tick")
     bottom.set_title("(b) model weight difference per layer")
     bottom.legend(title="layer", fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(figure, directory / RUN_FIGURE)
+    return save_figure(figure, directory / RUN_FIGURE)
 
 
 def _plot_rounds(directory: Path) -> Path:
@@ -78,7 +79,7 @@ def _plot_rounds(directory: Path) -> Path:
     twin.set_ylim(0.0, 1.0)
     ax.set_title(f"{directory.parent.name}/{directory.name}")
     ax.grid(alpha=0.3)
-    return _save(figure, directory / RUN_FIGURE)
+    return save_figure(figure, directory / RUN_FIGURE)
 
 
 def mean_series(directories: Sequence[Path], file: str) -> tuple[list[str], np.ndarray] | None:
@@ -160,4 +161,4 @@ def plot_curves(
     ax.set_title(f"{title}\n(star: the {extreme} of each line)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _save(figure, path)
+    return save_figure(figure, path)

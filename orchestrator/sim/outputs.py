@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from node.service.profiler import Profiler
+
 ACCURACY_FILE = "accuracy.csv"
 WEIGHT_DIFF_FILE = "weight_diff.csv"
 REPUTATION_FILE = "reputation.csv"
@@ -22,6 +24,17 @@ CHAIN_FILE = "chain.csv"
 ROUNDS_FILE = "rounds.csv"
 SUMMARY_FILE = "summary.json"
 FINAL_RECORDS = 5  # the paper's figures are read off the last few records
+
+
+def cpu_figures(profiler: Profiler) -> dict[str, Any]:
+    """A run's CPU by category and the chain's share of it, as a node's report gives them."""
+    by_category = profiler.by_category()
+    profiled = sum(by_category.values())
+    blockchain = by_category.get("blockchain", 0.0)
+    return {
+        "cpu_seconds": {k: round(v, 3) for k, v in sorted(by_category.items())},
+        "chain_share": round(blockchain / profiled, 4) if profiled else 0.0,
+    }
 
 
 def layer_groups(names: Sequence[str]) -> dict[str, list[int]]:

@@ -15,7 +15,9 @@ A set directory holds `set.yaml` and the base spec it names:
         repetitions: 3
 
 Each cell is the base with the row's then the column's overrides; repetition k runs with the
-seed plus k (new label draws, initial model and schedules). A run lands in
+seed plus k (new label draws, initial model and schedules). Both are overrides validated like a
+file, so a repetition whose seed cannot draw the cell's random graph is refused before anything
+runs, and every run holds the graph and behaviours its own validation drew. A run lands in
 OUT/<row>--<column>/rep<k>/. A run is done when its summary.json exists, its spec.yaml is the
 spec planned for it and it ran with the same chain setting: done runs are not run again (an
 interrupted sweep resumes where it stopped), and a run left from an edited set is run anew.
@@ -39,14 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from orchestrator.sim import outputs
 from orchestrator.sim.run import SPEC_FILE
-from orchestrator.spec import (
-    ExperimentSpec,
-    Problem,
-    SpecError,
-    load_spec,
-    parse_spec,
-    spec_to_dict,
-)
+from orchestrator.spec import ExperimentSpec, Problem, SpecError, load_spec, with_overrides
 
 SET_FILE = "set.yaml"
 SWEEP_FILE = "sweep.json"
@@ -144,52 +139,40 @@ def load_set(
         ]
         raise SpecError(str(path), problems) from None
     base = load_spec(directory / definition.base)
-    repetitions_override = repetitions
     cases = []
     for r, row in enumerate(definition.rows):
         for c, column in enumerate(definition.columns):
             name = f"{slug(row.label)}--{slug(column.label)}"
-            data = spec_to_dict(base)
-            for dotted, value in {**row.set, **column.set}.items():
-                _set(data, dotted, value)
-            data["name"] = name
-            spec = parse_spec(data, f"{path} (row {row.label!r}, column {column.label!r})")
+            overrides = {**row.set, **column.set, "name": name}
+            where = f"{path} (row {row.label!r}, column {column.label!r})"
+            spec = with_overrides(base, overrides, where)
             count = max(definition.repetitions, row.repetitions or 0, column.repetitions or 0)
-            if repetitions_override is not None and count > 1:
-                count = repetitions_override
+            if repetitions is not None and count > 1:
+                count = repetitions
             cases.append(Case(r, c, spec, count))
     target = out if out is not None else Path("runs") / directory.name
     plan = SweepPlan(directory, definition, cases, target)
     for case in cases:
         for k in range(case.repetitions):
-            spec = case.spec.model_copy(update={"seed": case.spec.seed + k})
+            where = f"{path} ({case.slug}, repetition {k})"
+            spec = with_overrides(case.spec, {"seed": case.spec.seed + k}, where)
             plan.runs.append(Run(case, k, spec, target / case.slug / f"rep{k}"))
     return plan
-
-
-def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    target = data
-    for part in parts[:-1]:
-        key: Any = int(part) if part.isdigit() else part
-        target = target.setdefault(key, {})
-    last: Any = int(parts[-1]) if parts[-1].isdigit() else parts[-1]
-    if value is None:
-        target.pop(last, None)
-    else:
-        target[last] = value
 
 
 # --- running ----------------------------------------------------------------------------------
 
 
-def _run_one(spec_data: dict[str, Any], out: str, chain: bool, data_dir: str | None) -> dict:
-    """In a worker process: one thread for torch, so that the workers share the cores fairly."""
+def _run_one(spec: ExperimentSpec, out: str, chain: bool, data_dir: str | None) -> dict:
+    """In a worker process: one thread for torch, so that the workers share the cores fairly.
+
+    The spec arrives validated, with what validation derived (pickled with it): a worker runs
+    exactly the spec the plan holds, without parsing it again.
+    """
     from node.learning.training import configure_torch
     from orchestrator.sim.run import simulate
 
     configure_torch(1)
-    spec = parse_spec(spec_data, out)
     return simulate(spec, Path(out), chain=chain, progress=False, data_dir=data_dir, replace=True)
 
 
@@ -239,9 +222,7 @@ def _drain(
         while queue or futures:
             while queue and len(futures) < jobs:
                 run = queue.pop(0)
-                future = pool.submit(
-                    _run_one, spec_to_dict(run.spec), str(run.out), chain, data_dir
-                )
+                future = pool.submit(_run_one, run.spec, str(run.out), chain, data_dir)
                 futures[future] = run
             finished, _ = wait(futures, return_when=FIRST_COMPLETED)
             for future in finished:

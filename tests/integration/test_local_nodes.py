@@ -27,6 +27,7 @@ from node.ledger import records
 from node.ledger.errors import RejectReason
 from node.ledger.keys import NodeKey
 from node.ledger.store import ChainStore
+from orchestrator.genesis import spec_genesis
 from orchestrator.report import SUMMARY_FILE, render_report
 from orchestrator.runtimes.local import free_ports
 from orchestrator.spec import load_spec, with_overrides
@@ -176,6 +177,11 @@ def test_bad_input_is_refused_counted_and_survived(network: LiveNetwork) -> None
     expired = transaction(now_ms - 3_600_000, lifetime_ms=60_000)
     another_genesis = hashlib.sha256(b"another experiment").digest()[: len(genesis.digest)]
     wrong_genesis = transaction(now_ms - 2, genesis_digest=another_genesis)
+    # the same model and seed, another experiment: ttl 2 instead of 1
+    other = with_overrides(network.run.spec, {"dfl.ttl": 2})
+    other_genesis = spec_genesis(other)
+    assert other_genesis.body.layers == genesis.body.layers
+    other_experiment = transaction(now_ms - 3, genesis_digest=other_genesis.digest)
     garbage = random.Random(20240501).randbytes(4096)
     huge = bytes(100 * 1024 * 1024)  # the node reads up to 128 MB; records may be 16 MB
 
@@ -187,6 +193,12 @@ def test_bad_input_is_refused_counted_and_survived(network: LiveNetwork) -> None
             "wrong genesis",
             "SubmitTransaction",
             wrong_genesis.SerializeToString(),
+            "genesis_mismatch",
+        ),
+        (
+            "another experiment's genesis",
+            "SubmitTransaction",
+            other_experiment.SerializeToString(),
             "genesis_mismatch",
         ),
         ("100 MB", "SubmitTransaction", huge, "message_too_large"),

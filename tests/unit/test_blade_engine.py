@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
@@ -13,19 +16,26 @@ from node.ledger.errors import RecordRejected, RejectReason
 from node.ledger.keys import NodeKey
 from node.ledger.pow import MAX_NONCE, header_hash, header_prefix, mine, target_for
 from node.ledger.store import ChainCorrupted, ChainStore
-from node.protocol.blade import (
+from node.protocol.blade import TRANSITIONS, BladeConfig, BladeEngine, Phase
+from node.protocol.blade_chainless import ChainlessBladeEngine
+from node.protocol.events import (
     AggregateRound,
-    BladeConfig,
-    BladeEngine,
+    BladeEvent,
+    BlockMined,
     LocalModelReady,
+    MessageKind,
     Mine,
     PersistPowBlock,
+    Plagiarize,
     PowBlockReceived,
+    SamplesCollected,
     Send,
+    TrainingDone,
     TrainLocal,
+    TransactionReceived,
     VoteReceived,
 )
-from node.protocol.common import MessageKind, SamplesCollected, TransactionReceived
+from node.protocol.framing import unframe_model
 from orchestrator import cli
 from proto.dfl.v1 import records_pb2 as pb
 from tests.support import (
@@ -187,10 +197,11 @@ def test_a_complete_pool_starts_mining_and_a_peer_block_stops_it_and_gets_the_vo
     n3_model = pool_model(key("n3"), value=0.9)
     (mine_action,) = engine.handle(TransactionReceived(n3_model.SerializeToString(), "n3"), 1.2)
     assert isinstance(mine_action, Mine) and mine_action.height == 1
+    assert engine.state.phase is Phase.MINING
     block = mined_block(key("n1"), [*pool, n3_model])
     actions = engine.handle(PowBlockReceived(block.SerializeToString(), "n1"), 1.5)
     kinds = [type(a).__name__ for a in actions]
-    assert kinds == ["Send", "StopMining"]
+    assert kinds == ["Send", "StopMining"] and engine.state.phase is Phase.VOTING
     vote = pb.BlockVote.FromString(actions[0].payload)
     assert actions[0].kind is MessageKind.BLOCK_VOTE and vote.body.block_hash == block.hash
     # A second valid block at the same height is a fork: counted, no second vote.
@@ -207,6 +218,29 @@ def test_a_complete_pool_starts_mining_and_a_peer_block_stops_it_and_gets_the_vo
     aggregated = [a for a in actions if isinstance(a, AggregateRound)]
     assert persisted[0].block.hash == block.hash and len(aggregated[0].models) == 4
     assert TrainLocal(2, CONFIG.local_iterations) in actions
+    assert (engine.state.round, engine.state.phase) == (2, Phase.TRAINING)
+
+
+def test_the_phase_table_gives_every_blade_event_a_meaning_in_every_phase() -> None:
+    anywhere = {kind for phase, kind in TRANSITIONS if phase is None}
+    assert anywhere == set(get_args(BladeEvent))
+    assert {kind for phase, kind in TRANSITIONS} == anywhere  # no event of another protocol
+
+
+def test_events_out_of_their_phase_are_counted_late_and_change_nothing_else() -> None:
+    engine, _ = client_in_round_one()  # n0's model of round 1 is in the pool: collecting
+    assert engine.state.phase is Phase.COLLECTING
+    before = engine.snapshot()
+    assert engine.handle(LocalModelReady(1, tiny_weights(0.3)), 1.15) == []  # a second training
+    assert engine.handle(BlockMined(1, 0), 1.15) == []  # it never asked to mine
+    assert engine.handle(SamplesCollected(10), 1.15) == []  # data only opens a waiting round
+    after = engine.snapshot()
+    assert after.counters - before.counters == Counter(local_models_late=1, mined_too_late=1)
+    assert after.samples == before.samples + 10
+    after.counters, after.samples = before.counters, before.samples
+    assert after == before  # the phase, the pool and the round as they were
+    with pytest.raises(TypeError, match="not a BLADE-FL event"):  # DFL's: in no phase here
+        engine.handle(TrainingDone(tiny_weights()), 1.2)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -308,3 +342,68 @@ def test_the_chain_commands_verify_and_export_mined_blocks(
     mined = lines[1]["block"]
     assert mined["header"]["height"] == 1 and len(mined["transactions"]) == 4
     assert "model" not in mined["transactions"][0]  # blocks hold the models' digests only
+
+
+# --- BLADE-FL without the chain ----------------------------------------------------------------
+
+
+def test_four_chainless_clients_aggregate_every_round_alike_and_the_lazy_one_copies() -> None:
+    config = BladeConfig(clients=4, rounds=3, local_iterations=2, dataset_size=64)
+    engines = {
+        name: ChainlessBladeEngine(
+            key(name).address,
+            replace(config, lazy=name == "n3"),
+            peers=tuple(peer for peer in NAMES if peer != name),
+        )
+        for name in NAMES
+    }
+    asked: dict[str, list[TrainLocal | Plagiarize]] = {name: [] for name in NAMES}
+    aggregated: dict[str, list[AggregateRound]] = {name: [] for name in NAMES}
+    overtaken = 0  # models that came in while their receiver was still a round behind
+    pending: list[tuple[str, BladeEvent]] = [(name, SamplesCollected(64)) for name in NAMES]
+    while pending:
+        name, event = pending.pop()  # newest first: a fast client's next round overtakes the last
+        engine = engines[name]
+        if isinstance(event, TransactionReceived):
+            overtaken += unframe_model(event.payload).round > engine.state.round
+        for action in engine.handle(event, 0.0):
+            match action:
+                case TrainLocal(round, _):
+                    asked[name].append(action)
+                    model = tiny_weights(int(name[1:]) + round / 10)
+                    pending.append((name, LocalModelReady(round, model)))
+                case Plagiarize(round, models):
+                    asked[name].append(action)
+                    pending.append((name, LocalModelReady(round, models[0])))
+                case Send(to, MessageKind.TRANSACTION, payload):
+                    pending.extend((peer, TransactionReceived(payload, name)) for peer in to)
+                case AggregateRound():
+                    aggregated[name].append(action)
+    assert overtaken > 0
+    generators = sorted(key(name).address for name in NAMES)
+    for name in NAMES:
+        assert engines[name].finished
+        assert [a.round for a in aggregated[name]] == [1, 2, 3]
+        assert all([m.generator for m in a.models] == generators for a in aggregated[name])
+    assert aggregated["n0"] == aggregated["n1"] == aggregated["n2"] == aggregated["n3"]
+    assert all(isinstance(a, TrainLocal) for name in NAMES[:3] for a in asked[name])
+    copies = [(a.round, len(a.models)) for a in asked["n3"] if isinstance(a, Plagiarize)]
+    assert len(asked["n3"]) == 3 and copies == [(1, 3), (2, 3), (3, 3)]  # all honest models in
+    assert engines["n3"].state.counters["models_plagiarized"] == 3
+
+
+def test_a_chainless_client_refuses_its_own_model_and_one_of_a_closed_round() -> None:
+    config = BladeConfig(clients=2, rounds=2, local_iterations=1, dataset_size=1)
+    n0 = ChainlessBladeEngine(key("n0").address, config, peers=("n1",))
+    n1 = ChainlessBladeEngine(key("n1").address, config, peers=("n0",))
+    for engine in (n0, n1):
+        assert engine.handle(SamplesCollected(1), 0.0) == [TrainLocal(1, 1)]
+    n0.handle(LocalModelReady(1, tiny_weights(0.1)), 0.0)
+    (send,) = n1.handle(LocalModelReady(1, tiny_weights(0.2)), 0.0)
+    assert isinstance(send, Send) and unframe_model(send.payload).generator == key("n1").address
+    aggregate, train = n0.handle(TransactionReceived(send.payload, "n1"), 0.0)
+    assert isinstance(aggregate, AggregateRound) and train == TrainLocal(2, 1)
+    with pytest.raises(ValueError, match="closed"):
+        n0.handle(TransactionReceived(send.payload, "n1"), 0.0)
+    with pytest.raises(ValueError, match="our own"):
+        n1.handle(TransactionReceived(send.payload, "n0"), 0.0)

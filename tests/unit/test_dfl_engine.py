@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import numpy as np
@@ -12,11 +13,11 @@ from node.ledger.errors import RecordRejected, RejectReason
 from node.ledger.hashing import digest_message
 from node.ledger.keys import NodeKey
 from node.ledger.validation import ValidationPolicy, decode, validate_final_block
-from node.protocol.dfl import (
+from node.protocol.chainless import ChainlessDflEngine
+from node.protocol.dfl import DflConfig, DflEngine
+from node.protocol.events import (
     Aggregate,
     ConfirmationsReceived,
-    DflConfig,
-    DflEngine,
     DraftBlockReceived,
     Evaluate,
     EvaluationDone,
@@ -30,6 +31,7 @@ from node.protocol.dfl import (
     TrainingDone,
     TransactionReceived,
 )
+from node.protocol.framing import frame_model, unframe_model
 from proto.dfl.v1 import records_pb2 as pb
 from tests.support import TINY_PARAMETERS, four_node_network, key, tiny_genesis, tiny_weights
 
@@ -160,6 +162,56 @@ def test_the_fedavg_buffer_aggregates_when_full() -> None:
     aggregate = only(actions, Aggregate)
     assert [m.generator for m in aggregate.models] == [key("a").address, key("c").address]
     assert node.state.buffer == []
+
+
+# --- the chainless engine: the same rules without the ledger ------------------------------------
+
+
+def chainless(name: str, config: DflConfig = CONFIG) -> ChainlessDflEngine:
+    return ChainlessDflEngine(key(name).address, config)
+
+
+@pytest.mark.parametrize("make", [engine, chainless], ids=["chain", "chainless"])
+def test_both_engines_batch_alike_and_refuse_a_negative_count(
+    make: Callable[[str], DflEngine | ChainlessDflEngine],
+) -> None:
+    node = make("a")
+    assert node.handle(SamplesCollected(30), 0.0) == []
+    assert node.handle(SamplesCollected(100), 0.1) == [Train(64)] * 2
+    before = copy.deepcopy(node.state)
+    with pytest.raises(ValueError, match="negative"):
+        node.handle(SamplesCollected(-1), 0.2)
+    assert node.state == before and node.state.samples_pending == 2
+
+
+def test_the_chainless_engine_buffers_the_generators_address_not_the_senders_name() -> None:
+    config = DflConfig(fedavg_buffer=2)
+    generator, receiver = chainless("a", config), chainless("b", config)
+    generator.handle(PeersChanged(("b",)), 0.0)
+    generator.handle(SamplesCollected(64), 0.0)
+    send = only(generator.handle(TrainingDone(tiny_weights(0.25)), 0.0), Send)
+    # Both models come in through one relay: only the frame says who generated which.
+    first = only(receiver.handle(TransactionReceived(send.payload, "relay"), 1.0), Evaluate)
+    other = frame_model(key("c").address, tiny_weights(0.75))
+    second = only(receiver.handle(TransactionReceived(other, "relay"), 1.0), Evaluate)
+    assert (first.generator, first.model) == (key("a").address, tiny_weights(0.25))
+    assert receiver.handle(EvaluationDone(first.transaction_digest, 0.5), 1.1) == []
+    aggregate = only(
+        receiver.handle(EvaluationDone(second.transaction_digest, 0.6), 1.1), Aggregate
+    )
+    assert [(m.generator, m.model, m.accuracy) for m in aggregate.models] == [
+        (key("a").address, tiny_weights(0.25), 0.5),
+        (key("c").address, tiny_weights(0.75), 0.6),
+    ]
+
+
+def test_a_frame_keeps_generator_round_and_weights_and_a_cut_one_is_refused() -> None:
+    payload = frame_model(key("a").address, tiny_weights(), round=3)
+    framed = unframe_model(payload)
+    assert (framed.generator, framed.round, framed.model) == (key("a").address, 3, tiny_weights())
+    for cut in (b"", payload[: len(key("a").address)]):
+        with pytest.raises(ValueError):
+            unframe_model(cut)
 
 
 # --- bad input ---------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.ledger.errors import RejectReason
-from node.protocol.common import MessageKind
+from node.protocol.events import MessageKind
 from node.service.metrics import MetricsServer, NodeMetrics
 from node.service.profiler import CATEGORIES, TASKS, Profiler
 

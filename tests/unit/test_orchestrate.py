@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import tarfile
 from pathlib import Path
@@ -9,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.commands.orchestrate import RATE_ENV, injection_rate, parse_node
+from orchestrator.commands.common import spec_from_args
+from orchestrator.commands.orchestrate import VARIABLES, parse_node
 from orchestrator.exporter import OrchestratorMetrics
 from orchestrator.runtimes.docker import _extract_into, _tar_of
+from orchestrator.spec import ExperimentSpec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,13 +33,43 @@ def test_a_malformed_node_names_the_expected_form(text: str) -> None:
         parse_node(text, 0, 9100)
 
 
-def test_the_rate_comes_from_the_flag_then_the_environment_then_the_spec() -> None:
-    assert injection_rate(8.0, {RATE_ENV: "32"}) == 8.0
-    assert injection_rate(None, {RATE_ENV: " 32 "}) == 32.0
-    assert injection_rate(None, {}) is None
-    for bad in ("fast", "0", "-4"):
-        with pytest.raises(ValueError, match=f"{RATE_ENV}=.*samples per second"):
-            injection_rate(None, {RATE_ENV: bad})
+COMPOSE_SPEC = REPO_ROOT / "experiments" / "compose-dfl.yaml"
+RATE = "DFL_INJECTION_RATE"
+
+
+def compose_spec(*sets: str) -> ExperimentSpec:
+    spec = spec_from_args(argparse.Namespace(spec=COMPOSE_SPEC, set=list(sets)), VARIABLES)
+    assert spec is not None
+    return spec
+
+
+def test_the_rate_is_the_specs_then_the_environment_then_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(RATE, raising=False)
+    assert compose_spec().nodes.injection_rate == 4.0
+    monkeypatch.setenv(RATE, " ")
+    assert compose_spec().nodes.injection_rate == 4.0
+    monkeypatch.setenv(RATE, " 32 ")
+    assert compose_spec().nodes.injection_rate == 32.0
+    assert compose_spec("nodes.injection_rate=8").nodes.injection_rate == 8.0  # --set wins
+
+
+@pytest.mark.parametrize(("raw", "needle"), [("fast", "must be a number"), ("0", "must be > 0")])
+def test_a_bad_rate_in_the_environment_names_the_variable_and_the_field(
+    monkeypatch: pytest.MonkeyPatch, capsys, raw: str, needle: str
+) -> None:
+    monkeypatch.setenv(RATE, raw)
+    nodes = [f"--node=node{i}=node{i}:50051" for i in range(4)]
+    assert main(["orchestrate", str(COMPOSE_SPEC), *nodes]) == 2
+    err = capsys.readouterr().err
+    assert f"(${RATE}): nodes.injection_rate: {needle}" in err
+
+
+def test_orchestrate_has_no_rate_flag_beside_the_spec(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["orchestrate", str(COMPOSE_SPEC), "--node", "node0=node0:50051", "--rate", "8"])
+    assert "unrecognized arguments: --rate" in capsys.readouterr().err
 
 
 def test_orchestrate_refuses_a_node_count_the_spec_does_not_have(capsys) -> None:

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from orchestrator.partition import Partition, PartitionSpec, label_weights, parse_partition
+from node import seeds
+from node.seeds import Purpose
+from orchestrator.partition import (
+    BLOCK,
+    Partition,
+    PartitionSpec,
+    SampleStream,
+    label_weights,
+    parse_partition,
+)
 
 
 def top_two_share(weights: np.ndarray) -> np.ndarray:
@@ -16,7 +27,7 @@ def test_the_same_seed_gives_the_same_split_and_another_seed_does_not(mnist) -> 
     labels = mnist.train_labels
 
     def split(seed: int):
-        partition = Partition.build("dirichlet:0.5", 10, labels, seed)
+        partition = Partition.build(parse_partition("dirichlet:0.5"), 10, labels, seed)
         stream = partition.stream(3, mnist.train_images, labels).draw(64)
         return partition.weights, stream[1], partition.local_datasets(labels, 512)
 
@@ -28,7 +39,7 @@ def test_the_same_seed_gives_the_same_split_and_another_seed_does_not(mnist) -> 
 
 
 def test_node_streams_are_independent_of_each_other(mnist) -> None:
-    partition = Partition.build("iid", 4, mnist.train_labels, seed=1)
+    partition = Partition.build(PartitionSpec("iid"), 4, mnist.train_labels, seed=1)
     first = partition.stream(2, mnist.train_images, mnist.train_labels)
     alone = first.draw(32)[1]
     second = partition.stream(2, mnist.train_images, mnist.train_labels)
@@ -54,7 +65,9 @@ def test_dirichlet_alpha_100_is_close_to_uniform() -> None:
 
 def test_dirichlet_skew_shows_in_the_real_local_datasets(mnist) -> None:
     def realized_top_two(alpha: float) -> np.ndarray:
-        partition = Partition.build(f"dirichlet:{alpha}", 20, mnist.train_labels, seed=5)
+        partition = Partition.build(
+            PartitionSpec("dirichlet", alpha=alpha), 20, mnist.train_labels, seed=5
+        )
         counts = np.stack(
             [
                 np.bincount(mnist.train_labels[idx], minlength=10) / 512
@@ -80,7 +93,7 @@ def test_two_labels_per_node_gives_node_k_only_labels_k_and_k_plus_1(mnist) -> N
 
 
 def test_iid_streams_follow_the_datasets_own_label_frequencies(mnist) -> None:
-    partition = Partition.build("iid", 3, mnist.train_labels, seed=2)
+    partition = Partition.build(PartitionSpec("iid"), 3, mnist.train_labels, seed=2)
     _, labels = partition.stream(0, mnist.train_images, mnist.train_labels).draw(60_000)
     drawn = np.bincount(labels, minlength=10) / 60_000
     natural = np.bincount(mnist.train_labels, minlength=10) / 60_000
@@ -88,7 +101,7 @@ def test_iid_streams_follow_the_datasets_own_label_frequencies(mnist) -> None:
 
 
 def test_fixed_local_datasets_are_disjoint_and_of_the_given_size(mnist) -> None:
-    partition = Partition.build("labels:2", 20, mnist.train_labels, seed=3)
+    partition = Partition.build(PartitionSpec("labels", per_node=2), 20, mnist.train_labels, seed=3)
     local = partition.local_datasets(mnist.train_labels, 512)
     assert [len(idx) for idx in local] == [512] * 20
     everything = np.concatenate(local)
@@ -97,7 +110,7 @@ def test_fixed_local_datasets_are_disjoint_and_of_the_given_size(mnist) -> None:
 
 
 def test_asking_for_more_samples_than_a_label_has_is_an_error(mnist) -> None:
-    partition = Partition.build("labels:1", 10, mnist.train_labels, seed=0)
+    partition = Partition.build(PartitionSpec("labels", per_node=1), 10, mnist.train_labels, seed=0)
     with pytest.raises(ValueError, match="not enough samples of label 0"):
         partition.local_datasets(mnist.train_labels, 6000)  # label 0 has 5,923
 
@@ -124,3 +137,71 @@ def test_explicit_weights_with_ranges_like_the_dfl_simulator() -> None:
 def test_bad_partition_strings_are_refused(text: str) -> None:
     with pytest.raises(ValueError):
         parse_partition(text)
+
+
+def test_partition_build_takes_the_parsed_spec_not_the_text(mnist) -> None:
+    with pytest.raises(TypeError, match=r"takes a PartitionSpec \(spec.partition\(\)\)"):
+        Partition.build("iid", 4, mnist.train_labels, seed=0)  # type: ignore[arg-type]
+
+
+# --- one seed scheme ------------------------------------------------------------------------------
+
+
+def test_label_weights_come_from_the_label_weights_stream() -> None:
+    weights = label_weights(PartitionSpec("dirichlet", alpha=0.5), 6, seed=9)
+    expected = seeds.stream(9, Purpose.LABEL_WEIGHTS).dirichlet(np.full(10, 0.5), size=6)
+    assert np.allclose(weights, expected / expected.sum(axis=1, keepdims=True))
+
+
+def test_a_node_stream_is_its_train_stream_and_local_datasets_theirs(mnist) -> None:
+    labels = mnist.train_labels
+    partition = Partition.build(PartitionSpec("iid"), 4, labels, seed=5)
+    own = SampleStream(
+        mnist.train_images, labels, partition.weights[2], seeds.stream(5, Purpose.TRAIN_STREAM, 2)
+    )
+    drawn = partition.stream(2, mnist.train_images, labels).draw_indices(100)
+    assert np.array_equal(drawn, own.draw_indices(100))
+    rng = seeds.stream(5, Purpose.LOCAL_DATASETS)
+    pool = rng.permutation(np.flatnonzero(labels == 0))  # label 0's samples, shuffled first
+    node0 = partition.local_datasets(labels, 512)[0]
+    zeros = node0[labels[node0] == 0]
+    assert set(zeros.tolist()) == set(pool[: len(zeros)].tolist())  # node 0 takes the first
+
+
+# --- the sequence of a stream does not depend on the sizes of the draws -----------------------
+
+
+def small_stream(seed: int) -> SampleStream:
+    labels = np.arange(300) % 10
+    weights = np.linspace(1.0, 2.0, 10)
+    return SampleStream(
+        np.zeros((300, 1)), labels, weights / weights.sum(), np.random.default_rng(seed)
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 3 * BLOCK), max_size=8),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_any_split_of_draws_gives_the_same_samples(sizes: list[int], seed: int) -> None:
+    stream = small_stream(seed)
+    parts = [stream.draw_indices(n) for n in sizes]
+    together = small_stream(seed).draw_indices(sum(sizes))
+    assert np.array_equal(np.concatenate([np.empty(0, np.int64), *parts]), together)
+    assert [len(part) for part in parts] == sizes
+
+
+def test_batches_of_64_are_the_first_samples_of_one_big_batch(mnist) -> None:
+    partition = Partition.build(PartitionSpec("dirichlet", alpha=1.0), 3, mnist.train_labels, 1)
+    sim = partition.stream(1, mnist.train_images, mnist.train_labels)
+    injector = partition.stream(1, mnist.train_images, mnist.train_labels)
+    batches = [sim.draw(64) for _ in range(40)]  # the simulator's batches
+    images, labels = injector.draw(2560)  # one injection of another size
+    assert np.array_equal(np.concatenate([b[1] for b in batches]), labels)
+    assert np.array_equal(np.concatenate([b[0] for b in batches]), images)
+
+
+def test_a_negative_draw_is_an_error() -> None:
+    with pytest.raises(ValueError, match="cannot draw -1 samples"):
+        small_stream(0).draw_indices(-1)

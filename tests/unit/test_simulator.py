@@ -14,28 +14,13 @@ import numpy as np
 import pytest
 
 from node.ledger.store import ChainStore
-from node.protocol.chainless import ChainlessDflEngine
-from node.protocol.common import MessageKind, PeersChanged, Send, Tick, TransactionReceived
-from node.protocol.dfl import Aggregate, DflConfig, Evaluate, EvaluationDone, Train, TrainingDone
+from node.protocol.events import MessageKind, PeersChanged, Send, Tick, TransactionReceived
 from orchestrator.datasets import Dataset
-from orchestrator.runtimes.memory import MemoryNode
+from orchestrator.runtimes.memory import MemoryNetwork, MemoryNode
 from orchestrator.sim import outputs
-from orchestrator.sim.network import SimNetwork
 from orchestrator.sim.run import RunExists, simulate
-from orchestrator.spec import SpecError, parse_spec, spec_to_dict
-
-SMALL_DFL = {
-    "name": "sim-small",
-    "protocol": "dfl",
-    "seed": 3,
-    "duration": 100,
-    "model": "mlp",
-    "dataset": "mnist",
-    "nodes": {"count": 4, "distribution": "iid"},
-    "topology": {"kind": "ring"},
-    "dfl": {"fedavg_buffer": 2, "transactions_per_block": 3, "aggregator": "reputation-0.05"},
-    "sim": {"training_interval": [4, 6], "accuracy_interval": 10},
-}
+from orchestrator.spec import SpecError, parse_spec, spec_to_dict, with_overrides
+from tests.support import SMALL_DFL
 
 
 def small_spec(**changes: object) -> object:
@@ -77,7 +62,13 @@ def test_a_run_learns_and_leaves_verifiable_chains_and_every_output(
     assert series[:, 0].tolist() == list(range(0, 101, 10))
     assert series[0, 1:].mean() < 0.3 and series[-1, 1:].mean() > 0.45
     assert summary["final_accuracy"] > 0.45 and summary["rejected"] == 0
-    assert summary["evaluations"] > summary["evaluation_batches"] > 0
+    assert summary["evaluations"] > 4 * 10  # every received model, and the records
+    assert len(set(summary["addresses"].values())) == 4 and summary["edges"] == [
+        [0, 1],
+        [0, 3],
+        [1, 2],
+        [2, 3],
+    ]
     assert 0 < summary["chain_share"] < 1
 
     layers, differences = outputs.read_series(out / outputs.WEIGHT_DIFF_FILE)
@@ -117,7 +108,7 @@ def test_without_the_chain_nothing_is_signed_or_stored_and_the_models_still_lear
     summary = run(tmp_path, "plain", mnist, data_dir, chain=False)
 
     assert summary["chain"] is False and summary["final_accuracy"] > 0.45
-    assert not (tmp_path / "plain" / "nodes").exists()
+    assert not list((tmp_path / "plain" / "nodes").glob("*/chain.sqlite"))
     assert summary["blocks_finalized"] == 0
 
 
@@ -161,7 +152,7 @@ def test_blade_fl_runs_k_rounds_in_its_time_budget_with_and_without_the_chain(
     )
     chain = simulate(spec, tmp_path / "chain", progress=False, data_dir=data_dir)
     plain = simulate(spec, tmp_path / "plain", chain=False, progress=False, data_dir=data_dir)
-    lazy_spec = spec.model_copy(update={"blade": spec.blade.model_copy(update={"lazy_clients": 1})})
+    lazy_spec = with_overrides(spec, {"blade.lazy_clients": 1})
     lazy = simulate(lazy_spec, tmp_path / "lazy", progress=False, data_dir=data_dir)
 
     assert chain["rounds_done"] == plain["rounds_done"] == 3 and chain["local_epochs"] == 2
@@ -202,7 +193,7 @@ class ScriptedEngine:
 
 
 def test_the_in_memory_transport_delivers_exactly_what_the_engines_send() -> None:
-    network = SimNetwork()
+    network = MemoryNetwork()
     engines = {name: ScriptedEngine(name) for name in ("a", "b", "c", "d")}
     for name, engine in engines.items():
         network.add(MemoryNode(name, engine, host=None))  # type: ignore[arg-type]
@@ -224,64 +215,6 @@ def test_the_in_memory_transport_delivers_exactly_what_the_engines_send() -> Non
     )
     assert delivered == sent
     assert network.nodes["d"].messages_sent == 1  # sent and counted, then dropped on the cut
-
-
-def test_evaluations_of_one_instant_go_to_the_batch_together_and_back_in_order() -> None:
-    batches: list[list[bytes]] = []
-
-    def evaluate(pending: list) -> list[float]:
-        batches.append([item.action.model for item in pending])
-        return [len(item.action.model) / 100 for item in pending]
-
-    network = SimNetwork(evaluate=evaluate)
-    config = DflConfig(batch_size=1, fedavg_buffer=2)
-    aggregated: dict[str, list] = {}
-
-    class Host:
-        def __init__(self, name: str) -> None:
-            self.name = name
-
-        def train(self, batch_size: int) -> bytes:
-            return self.name.encode() * 10
-
-        def aggregate(self, models: list) -> None:
-            aggregated.setdefault(self.name, []).append([(m.model, m.accuracy) for m in models])
-
-    for name in ("x", "y", "z"):
-        network.add(MemoryNode(name, ChainlessDflEngine(name, config), Host(name)))  # type: ignore[arg-type]
-    network.connect([("x", "y"), ("y", "z"), ("z", "x")])
-    from node.protocol.common import SamplesCollected
-
-    for name in ("x", "y", "z"):
-        network.schedule(1.0, name, SamplesCollected(1))
-    network.run(2.0)
-
-    assert len(batches) == 1 and sorted(batches[0]) == sorted(
-        [b"x" * 10] * 2 + [b"y" * 10] * 2 + [b"z" * 10] * 2
-    )
-    assert {name: len(rounds) for name, rounds in aggregated.items()} == {"x": 1, "y": 1, "z": 1}
-    assert aggregated["x"][0] == [(b"y" * 10, 0.1), (b"z" * 10, 0.1)] or aggregated["x"][0] == [
-        (b"z" * 10, 0.1),
-        (b"y" * 10, 0.1),
-    ]
-
-
-def test_the_chainless_engine_trains_sends_buffers_and_aggregates() -> None:
-    engine = ChainlessDflEngine("n", DflConfig(batch_size=2, fedavg_buffer=2))
-    engine.handle(PeersChanged(("p", "q")), 0.0)
-    from node.protocol.common import SamplesCollected
-
-    assert engine.handle(SamplesCollected(5), 0.0) == [Train(2), Train(2)]
-    assert engine.handle(TrainingDone(b"w"), 0.0) == [
-        Send(("p", "q"), MessageKind.TRANSACTION, b"w")
-    ]
-    (first,) = engine.handle(TransactionReceived(b"m1", "p"), 1.0)
-    (second,) = engine.handle(TransactionReceived(b"m2", "q"), 1.0)
-    assert isinstance(first, Evaluate) and first.model == b"m1" and first.generator == b"p"
-    assert engine.handle(EvaluationDone(first.transaction_digest, 0.5), 1.0) == []
-    (aggregate,) = engine.handle(EvaluationDone(second.transaction_digest, 0.7), 1.0)
-    assert isinstance(aggregate, Aggregate)
-    assert [(m.model, m.accuracy) for m in aggregate.models] == [(b"m1", 0.5), (b"m2", 0.7)]
 
 
 # --- eq. 5 --------------------------------------------------------------------------------------

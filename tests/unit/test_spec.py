@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pydantic
 import pytest
 
 from node.learning import models
 from node.protocol.dfl import DflConfig
+from orchestrator import partition, topology
 from orchestrator.spec import (
     MODELS,
     DflSection,
     ExperimentSpec,
     SpecError,
+    canonical_spec_json,
     load_spec,
     parse_override,
     parse_seconds,
     parse_spec,
     parse_yaml,
+    spec_digest,
     spec_to_dict,
     spec_to_yaml,
     with_overrides,
@@ -62,8 +68,8 @@ def test_smoke_spec_has_the_documented_values(smoke: ExperimentSpec) -> None:
     assert smoke.partition().kind == "iid"
     assert [smoke.injection_rate_of(k) for k in range(4)] == [64.0] * 4
     assert [smoke.behaviour(k).name for k in range(4)] == ["normal"] * 4
-    assert smoke.edges() == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
-    assert smoke.neighbours()[2] == [0, 1, 3]
+    assert smoke.edges() == ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+    assert smoke.neighbours()[2] == (0, 1, 3)
     assert smoke.dfl.aggregator.name == "reputation-0.05"
     assert smoke.dfl.test_batch == 100
     assert (smoke.evaluation.test_samples, smoke.evaluation.interval) == (1000, 10.0)
@@ -138,6 +144,7 @@ def test_spec_is_immutable(smoke: ExperimentSpec) -> None:
         ("nodes.count", True, "nodes.count", "must be an integer"),
         ("nodes.count", None, "nodes.count", "required"),
         ("nodes.injection_rate", 0, "nodes.injection_rate", "must be > 0"),
+        ("nodes.injection_rate", float("inf"), "nodes.injection_rate", "must be a finite number"),
         ("nodes.injection_rates.1", -1, "nodes.injection_rates.1", "must be >= 0"),
         ("nodes.injection_rates.4", 8, "nodes.injection_rates.4", "node 4 does not exist"),
         ("nodes.distribution", "zipf", "nodes.distribution", "expected iid, dirichlet:ALPHA"),
@@ -166,6 +173,7 @@ def test_spec_is_immutable(smoke: ExperimentSpec) -> None:
         ("duration", 0, "duration", "must be > 0"),
         ("duration", True, "duration", "must be a duration"),
         ("seed", -1, "seed", "must be >= 0"),
+        ("identity", "fresh", "identity", "must be one of 'derived' or 'random'"),
         ("name", "has space", "name", "not a usable name"),
         ("evaluation.test_samples", 20_000, "evaluation.test_samples", "must be <= 10000"),
         ("evaluation.interval", "-5s", "evaluation.interval", "not a duration"),
@@ -321,7 +329,7 @@ def test_changing_the_topology_kind_drops_fields_of_the_old_kind(smoke: Experime
     assert random.topology.degree == 2
     ring = with_overrides(random, {"topology.kind": "ring"})
     assert ring.topology.degree is None
-    assert ring.edges() == [(0, 1), (0, 3), (1, 2), (2, 3)]
+    assert ring.edges() == ((0, 1), (0, 3), (1, 2), (2, 3))
     with pytest.raises(SpecError, match="only for kind random"):
         with_overrides(random, {"topology.kind": "ring", "topology.degree": 2})
 
@@ -338,8 +346,9 @@ def test_random_topology_follows_the_spec_seed(smoke: ExperimentSpec) -> None:
     spec = with_overrides(
         smoke, {"nodes.count": 20, "topology.kind": "random", "topology.degree": 4}
     )
-    assert spec.edges() == spec.edges()
-    assert with_overrides(spec, {"seed": 2}).edges() != spec.edges()
+    reseeded = with_overrides(spec, {"seed": 2})
+    assert reseeded.edges() != spec.edges()
+    assert with_overrides(reseeded, {"seed": spec.seed}) == spec  # the same draw again
     assert all(len(peers) == 4 for peers in spec.neighbours())
 
 
@@ -398,6 +407,117 @@ def test_node_config_helpers(smoke: ExperimentSpec) -> None:
     assert str(SpecError("--set x: expected FIELD=VALUE")) == "--set x: expected FIELD=VALUE"
 
 
+# --- parsed once ----------------------------------------------------------------------------------
+
+RANDOM_GRAPH = {"nodes.count": 12, "topology.kind": "random", "topology.degree": 3}
+
+
+def test_validation_draws_the_graph_once_and_the_spec_keeps_it(smoke: ExperimentSpec) -> None:
+    with mock.patch.object(topology, "build_edges", wraps=topology.build_edges) as draw:
+        spec = with_overrides(smoke, RANDOM_GRAPH)
+        edges = spec.edges()
+        assert spec.edges() is edges and spec.neighbours() is spec.neighbours()
+        assert [len(peers) for peers in spec.neighbours()] == [3] * 12
+    assert draw.call_count == 1  # the check and every runtime's read are one draw
+    assert isinstance(edges, tuple)  # nobody can change the graph a runtime reads
+
+
+def test_validation_parses_the_distribution_once(smoke: ExperimentSpec) -> None:
+    with mock.patch(
+        "orchestrator.spec.sections.parse_partition", wraps=partition.parse_partition
+    ) as parse:
+        spec = with_overrides(smoke, {"nodes.distribution": " dirichlet:0.5 "})
+        assert spec.partition() is spec.partition()
+        assert spec.partition() == partition.PartitionSpec("dirichlet", alpha=0.5)
+    assert parse.call_count == 1
+    assert spec.nodes.distribution == "dirichlet:0.5"
+
+
+def test_behaviours_are_built_once_per_node(blade_smoke: ExperimentSpec) -> None:
+    spec = with_overrides(blade_smoke, {"blade.lazy_clients": 2, "nodes.behaviours.0": "observer"})
+    assert spec.behaviour(3) is spec.behaviour(3)
+    assert spec.behaviour(3).name == "lazy" and spec.behaviour(0).name == "observer"
+    assert spec.behaviour_of(2) == spec.behaviour_of(3)
+    with pytest.raises(IndexError, match=r"node 4 does not exist \(nodes 0..3\)"):
+        spec.behaviour_of(4)
+    with pytest.raises(IndexError, match="node -1 does not exist"):
+        spec.behaviour(-1)
+
+
+def test_model_copy_validates_and_derives_again(smoke: ExperimentSpec) -> None:
+    spec = with_overrides(smoke, RANDOM_GRAPH)
+    copy = spec.model_copy(update={"seed": 2})
+    assert copy == with_overrides(spec, {"seed": 2})  # not the old graph under a new seed
+    assert spec.model_copy() == spec
+    smaller = spec.model_copy(update={"nodes": spec.nodes.model_copy(update={"count": 4})})
+    assert smaller.nodes.count == 4 and len(smaller.neighbours()) == 4
+    with pytest.raises(pydantic.ValidationError, match="ttl"):
+        spec.model_copy(update={"dfl": {"ttl": 0}})
+
+
+# --- canonical form and identity ------------------------------------------------------------------
+
+
+def test_node_identities_are_derived_unless_the_spec_asks_for_random_keys(
+    smoke: ExperimentSpec,
+) -> None:
+    assert smoke.identity == "derived"
+    deployed = with_overrides(smoke, {"identity": "random"})
+    assert deployed.identity == "random"
+    assert "identity: random\n" in spec_to_yaml(deployed)
+    assert spec_digest(deployed) != spec_digest(smoke)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        dict(RANDOM_GRAPH),
+        {"nodes.behaviours.2": {"name": "random-model", "options": {"high": 0.01}}},
+        {"nodes.injection_rates.3": 2, "nodes.count": 12, "nodes.injection_rates.10": 1e-05},
+        {"dfl.aggregator": {"name": "trimmed-mean", "options": {"trim_fraction": 0.25}}},
+        {"dfl.confirmation_quorum": 1e-05, "resources.cpus": 0.5, "identity": "random"},
+    ],
+)
+def test_canonical_json_is_a_fixed_point_of_the_yaml_round_trip(
+    smoke: ExperimentSpec, overrides: dict[str, Any]
+) -> None:
+    spec = with_overrides(smoke, overrides)
+    text = canonical_spec_json(spec)
+    again = parse_yaml(spec_to_yaml(spec))
+    assert canonical_spec_json(again) == text
+    assert spec_digest(again) == spec_digest(spec) == hashlib.sha256(text.encode()).digest()
+    assert parse_yaml(text) == spec  # the canonical JSON is YAML that reads back to the spec
+    assert text == json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+
+
+def test_canonical_json_does_not_depend_on_how_the_file_was_written() -> None:
+    terse = parse_yaml(MINIMAL)
+    verbose = parse_yaml(
+        "nodes: {distribution: iid, count: 5, injection_rate: 64}\n"
+        "dataset: fashion-mnist\nmodel: mlp\nduration: 30s\nseed: 3\nprotocol: dfl\n"
+        "name: tiny\ndfl: {ttl: 1, receipt_wait: 10000ms}\ntopology: {kind: full}\n"
+    )
+    assert canonical_spec_json(verbose) == canonical_spec_json(terse)
+    assert spec_digest(verbose) == spec_digest(terse)
+    keys = list(json.loads(canonical_spec_json(terse)))
+    assert keys == sorted(keys) and "evaluation" in keys  # defaults are written out
+
+
+def test_the_digest_names_the_experiment(smoke: ExperimentSpec) -> None:
+    digest = spec_digest(smoke)
+    assert len(digest) == 32
+    assert spec_digest(with_overrides(smoke, {"dfl.ttl": 2})) != digest
+    assert spec_digest(with_overrides(smoke, {"seed": 2})) != digest
+    assert spec_digest(load_spec(SMOKE)) == digest
+
+
+def test_exponent_floats_without_a_dot_are_numbers_in_yaml() -> None:
+    spec = parse_yaml(MINIMAL + "dfl:\n  confirmation_quorum: 1e-5\n")
+    assert spec.dfl.confirmation_quorum == 1e-5
+    assert parse_override("nodes.injection_rate=2e1") == ("nodes.injection_rate", 20.0)
+
+
 # --- BLADE-FL ------------------------------------------------------------------------------------
 
 
@@ -438,6 +558,22 @@ def test_bad_blade_values_name_their_field(
     problems = problems_of(excinfo)
     assert list(problems) == [problem_path], str(excinfo.value)
     assert needle in problems[problem_path]
+
+
+def test_blade_section_gives_the_engine_config(blade_smoke: ExperimentSpec) -> None:
+    blade = blade_smoke.blade
+    assert blade is not None
+    config = blade.config(clients=blade_smoke.nodes.count)
+    assert (config.clients, config.rounds, config.local_iterations) == (
+        blade_smoke.nodes.count,
+        blade.rounds,
+        blade.iterations,
+    )
+    assert (config.dataset_size, config.collect_timeout) == (
+        blade.dataset_size,
+        blade.collect_timeout,
+    )
+    assert not config.lazy and blade.config(clients=4, lazy=True, lazy_wait=0.5).lazy_wait == 0.5
 
 
 def test_blade_spec_round_trips_through_yaml(blade_smoke: ExperimentSpec) -> None:

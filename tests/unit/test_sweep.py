@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from orchestrator import topology
 from orchestrator.sim import outputs
 from orchestrator.sim.set_report import write_set_report
 from orchestrator.sim.sweep import SWEEP_FILE, load_set, run_sweep
-from orchestrator.spec import SpecError
-from tests.unit.test_simulator import SMALL_DFL
+from orchestrator.spec import SpecError, with_overrides
+from tests.support import SMALL_DFL
 
 
 def write_set(directory: Path, **changes: object) -> Path:
@@ -85,6 +86,39 @@ def test_an_override_a_spec_refuses_names_the_case_and_the_field(tmp_path: Path)
         load_set(directory)
     assert "dfl.fedavg_buffer" in caught.value.paths
     assert "column 'bad'" in str(caught.value)
+
+
+RANDOM_COLUMN = {
+    "label": "random graph",
+    "set": {"nodes.count": 10, "topology.kind": "random", "topology.degree": 3},
+    "repetitions": 2,
+}
+
+
+def test_each_repetition_is_validated_and_draws_its_own_graph(tmp_path: Path) -> None:
+    plan = load_set(write_set(tmp_path / "set", columns=[RANDOM_COLUMN]))
+    first, second = (run.spec for run in plan.runs if run.case.slug == "halffedavg--random-graph")
+    assert (first.seed, second.seed) == (3, 4)
+    assert second.edges() != first.edges()
+    assert second == with_overrides(first, {"seed": 4})  # the graph of its own seed, not a copy
+
+
+def test_a_repetition_whose_seed_cannot_draw_the_graph_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draw = topology.random_edges
+
+    def unlucky(n: int, degree: int, seed: int) -> list[topology.Edge]:
+        if seed == 4:
+            raise ValueError("could not draw a connected random graph (test)")
+        return draw(n, degree, seed)
+
+    monkeypatch.setattr(topology, "random_edges", unlucky)
+    with pytest.raises(SpecError) as caught:
+        load_set(write_set(tmp_path / "set", columns=[RANDOM_COLUMN]))
+    assert caught.value.paths == ["topology.degree"]
+    assert "halffedavg--random-graph, repetition 1" in str(caught.value)
+    assert "could not draw a connected random graph" in str(caught.value)
 
 
 def test_a_sweep_runs_every_case_writes_its_table_and_figure_and_resumes(

@@ -6,6 +6,8 @@ from collections import Counter
 
 import pytest
 
+from node import seeds
+from node.seeds import Purpose
 from orchestrator.topology import build_edges, is_connected, neighbours
 
 
@@ -92,6 +94,13 @@ def test_random_graph_depends_on_the_seed_only() -> None:
     assert build_edges("random", 20, degree=2, seed=1) != build_edges(
         "random", 20, degree=2, seed=2
     )
+
+
+def test_random_graph_draws_from_the_topology_stream_of_the_seed() -> None:
+    """Degree 2 is one cycle through a permutation: the first draw of the TOPOLOGY stream."""
+    order = [int(i) for i in seeds.stream(5, Purpose.TOPOLOGY).permutation(9)]
+    cycle = sorted({tuple(sorted((order[i], order[(i + 1) % 9]))) for i in range(9)})
+    assert build_edges("random", 9, degree=2, seed=5) == cycle
 
 
 def test_random_graph_is_not_just_a_fixed_shape() -> None:

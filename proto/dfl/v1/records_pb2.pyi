@@ -171,18 +171,24 @@ class Hyperparameter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
 class GenesisBody(_message.Message):
-    __slots__ = ("protocol", "model_architecture", "layers", "hyperparameters", "seed")
+    __slots__ = ("protocol", "model_architecture", "layers", "hyperparameters", "seed", "spec_digest", "spec", "initial_model_digest")
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     MODEL_ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    SPEC_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    INITIAL_MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
     protocol: str
     model_architecture: str
     layers: _containers.RepeatedCompositeFieldContainer[LayerShape]
     hyperparameters: _containers.RepeatedCompositeFieldContainer[Hyperparameter]
     seed: int
-    def __init__(self, protocol: _Optional[str] = ..., model_architecture: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerShape, _Mapping]]] = ..., hyperparameters: _Optional[_Iterable[_Union[Hyperparameter, _Mapping]]] = ..., seed: _Optional[int] = ...) -> None: ...
+    spec_digest: bytes
+    spec: str
+    initial_model_digest: bytes
+    def __init__(self, protocol: _Optional[str] = ..., model_architecture: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[LayerShape, _Mapping]]] = ..., hyperparameters: _Optional[_Iterable[_Union[Hyperparameter, _Mapping]]] = ..., seed: _Optional[int] = ..., spec_digest: _Optional[bytes] = ..., spec: _Optional[str] = ..., initial_model_digest: _Optional[bytes] = ...) -> None: ...
 
 class Genesis(_message.Message):
     __slots__ = ("body", "digest")

@@ -1,0 +1,47 @@
+"""What a node's data directory holds, named once for the node that writes it and the run report
+that reads it back (orchestrator/report/):
+
+    DATA_DIR/chain.sqlite   the chain store (node/ledger/store.py)
+    DATA_DIR/profile.json   the profiler's snapshot: CPU seconds by (task, category), the
+                            process's own CPU seconds, the profiled total
+    DATA_DIR/rounds.jsonl   BLADE-FL only: one line per appended block, with the block's
+                            resemblance table (node/host/resemblance.py)
+    DATA_DIR/samples.json   the digest of the first samples the node trained on, which is
+                            how two runtimes show that they fed a node the same data
+
+profile.json's entries name their task and category from the profiler's closed sets, so those are
+here too (node/service/profiler.py enforces them). The chain store's file name stays where it is
+enforced, the store, and is only re-exported, so that each is defined once.
+"""
+
+from __future__ import annotations
+
+from node.ledger.store import STORE_FILE
+
+__all__ = [
+    "CATEGORIES",
+    "PROFILE_FILE",
+    "ROUNDS_FILE",
+    "SAMPLES_FILE",
+    "STORE_FILE",
+    "TASKS",
+]
+
+PROFILE_FILE = "profile.json"
+ROUNDS_FILE = "rounds.jsonl"
+SAMPLES_FILE = "samples.json"
+
+TASKS: tuple[str, ...] = (
+    # DFL (paper Table 6)
+    "generate_transaction",
+    "receive_transaction",
+    "update_model",
+    "generate_block",
+    # BLADE-FL
+    "train",
+    "mine",
+    "verify_block",
+    # anything else a node does: status RPCs, sample injection, housekeeping
+    "other",
+)
+CATEGORIES: tuple[str, ...] = ("ml", "blockchain", "network")

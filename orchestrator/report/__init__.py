@@ -1,0 +1,42 @@
+"""The run report: what a finished run directory shows, as Markdown, plots and summary.json.
+
+One job per module, in the order the data flows:
+
+    schema.py          what a run directory holds: file names and the records read back
+    readers.py         load_run: a run directory into RunData, whatever a crashed node left
+    summary.py         summarize: the key figures, once, for report.md and summary.json
+    cpu_table.py       the CPU tables' task rows and category columns (paper Table 6)
+    cells.py           how a figure is printed in Markdown (shared with `dfl compare`)
+    markdown.py        report.md, section by section
+    markdown_chain.py  its blockchain sections: DFL's Table 7, BLADE-FL's mining and lazy clients
+    plots.py           plots/*.png (matplotlib, imported only to draw)
+    render.py          render_report: writes report.md, plots/*.png and summary.json
+
+The views follow the paper (section 5.1): accuracy per node over time (Figure 8), CPU seconds by
+task and category (Table 6) and blockchain statistics (Table 7). The names re-exported here are
+what the CLI and the tests use; other modules import from the module that defines a name.
+"""
+
+from orchestrator.report.readers import NotARunDirectory, load_run
+from orchestrator.report.render import render_report
+from orchestrator.report.schema import SUMMARY_FILE, RunData
+from orchestrator.report.summary import (
+    FINAL_WINDOW_S,
+    NodeSummary,
+    RunSummary,
+    final_window,
+    summarize,
+)
+
+__all__ = [
+    "FINAL_WINDOW_S",
+    "SUMMARY_FILE",
+    "NodeSummary",
+    "NotARunDirectory",
+    "RunData",
+    "RunSummary",
+    "final_window",
+    "load_run",
+    "render_report",
+    "summarize",
+]

@@ -1,0 +1,207 @@
+"""What a run directory holds: its file names and the records the report reads back from them.
+
+A run (local processes, Docker containers) leaves this layout, and nothing else is read:
+
+    DIR/run.json                    name, runtime, protocol, started_at, duration_s, nodes
+    DIR/spec.yaml                   the experiment spec as run (copied into the appendix)
+    DIR/metrics.csv                 long format: time_s,node,metric,value
+    DIR/nodes/<name>/               the node's data directory (node/datadir.py): chain.sqlite,
+                                    profile.json and, for BLADE-FL, rounds.jsonl
+
+The report adds DIR/report.md, DIR/summary.json and DIR/plots/*.png. The names are declared here
+once so that the runtimes writing a run directory and the readers cannot drift apart; the names
+inside a node's data directory belong to the node and come from node/datadir.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node.host.resemblance import Resemblance
+
+RUN_FILE = "run.json"
+SPEC_FILE = "spec.yaml"
+METRICS_FILE = "metrics.csv"
+NODES_DIR = "nodes"
+REPORT_FILE = "report.md"
+SUMMARY_FILE = "summary.json"
+PLOTS_DIR = "plots"
+ACCURACY_PLOT = "accuracy.png"
+CPU_PLOT = "cpu.png"
+CHAIN_PLOT = "chain.png"
+PLAGIARISM_PLOT = "plagiarism.png"  # BLADE-FL runs with a rounds.jsonl only
+BLADE_PROTOCOL = "blade-fl"  # run.json's protocol, and the genesis's, for BLADE-FL
+
+METRICS_HEADER = ("time_s", "node", "metric", "value")
+CPU_METRIC_PREFIX = "cpu_seconds:"  # cpu_seconds:<task>:<category>, cumulative
+COUNTER_METRICS = (
+    "transactions_sent",
+    "transactions_received",
+    "bytes_sent",
+    "rejected",
+    "samples_injected",
+)
+# BLADE-FL's mining counters (cumulative), shown in its blockchain section.
+POW_METRICS = ("pow_hashes", "mining_seconds", "mining_searches", "forks")
+# What a container's cgroup says (the docker runtime only): memory now, CPU since it started.
+CONTAINER_METRICS = ("memory_bytes", "cgroup_cpu_seconds")
+KNOWN_METRICS = {
+    "accuracy_test",
+    "accuracy_local",
+    "chain_height",
+    *COUNTER_METRICS,
+    *POW_METRICS,
+    *CONTAINER_METRICS,
+}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node as run.json lists it; its name keys every other file of the run."""
+
+    name: str
+    address: str
+    peers: tuple[str, ...]
+    behaviour: str
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """run.json: the only file a run directory must have."""
+
+    name: str
+    runtime: str
+    protocol: str
+    started_at: str
+    duration_s: float
+    nodes: tuple[NodeSpec, ...]
+    pow_difficulty: float | None = None  # BLADE-FL: expected hashes per block
+    # docker runtime: each container's health states, counted at every sample
+    health: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def node_names(self) -> dict[str, str]:
+        """Hex address -> node name, for the nodes whose address run.json gives."""
+        return {n.address: n.name for n in self.nodes if n.address}
+
+
+@dataclass(frozen=True)
+class Series:
+    """One metric of one node, sorted by time (seconds since the run started)."""
+
+    times: tuple[float, ...] = ()
+    values: tuple[float, ...] = ()
+
+    def since(self, start: float) -> tuple[float, ...]:
+        return tuple(v for t, v in zip(self.times, self.values, strict=True) if t >= start)
+
+    @property
+    def last(self) -> float | None:
+        return self.values[-1] if self.values else None
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """metrics.csv by node and metric name; unknown metric names are kept, never refused."""
+
+    by_node: Mapping[str, Mapping[str, Series]] = field(default_factory=dict)
+    skipped_rows: int = 0
+
+    def series(self, node: str, metric: str) -> Series:
+        return self.by_node.get(node, {}).get(metric, Series())
+
+    @property
+    def end_time(self) -> float:
+        return max(
+            (s.times[-1] for metrics in self.by_node.values() for s in metrics.values() if s.times),
+            default=0.0,
+        )
+
+    def names(self) -> set[str]:
+        return {name for metrics in self.by_node.values() for name in metrics}
+
+
+@dataclass(frozen=True)
+class CpuProfile:
+    """CPU seconds by (task, category); duplicates in the source are summed."""
+
+    seconds: Mapping[tuple[str, str], float]
+    process_cpu_seconds: float | None
+    profiled_seconds: float | None
+    source: str  # "profile.json", or "metrics.csv" when the node left no profile
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+    def category(self, name: str) -> float:
+        return sum(s for (_, category), s in self.seconds.items() if category == name)
+
+    @property
+    def blockchain_share(self) -> float | None:
+        return self.category("blockchain") / self.total if self.total > 0 else None
+
+    @property
+    def coverage(self) -> float | None:
+        """Profiler total / the process's own CPU seconds: how much CPU the tables explain."""
+        if not self.process_cpu_seconds or self.process_cpu_seconds <= 0:
+            return None
+        return self.total / self.process_cpu_seconds
+
+
+@dataclass(frozen=True)
+class ChainStats:
+    """Table 7's figures for one chain store, plus whether it re-verifies."""
+
+    blocks: int
+    transactions_per_block: tuple[int, ...]
+    confirmations_per_block: tuple[int, ...]
+    confirmed_fractions: tuple[float, ...]
+    verifies: bool
+    verify_problem: str | None = None  # "height H: reason: detail" when it does not verify
+    protocol: str = "dfl"  # the genesis's: "dfl" (Block) or "blade-fl" (PowBlock)
+    miners: tuple[str, ...] = ()  # BLADE-FL: each block's miner, hex address, in height order
+    block_hashes: tuple[str, ...] = ()  # each block's digest (hex), in height order
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One line of rounds.jsonl: a BLADE-FL block and how much its models resemble each other."""
+
+    round: int
+    miner: str
+    models: tuple[str, ...]
+    resemblance: tuple[Resemblance, ...]
+
+
+@dataclass(frozen=True)
+class RoundLog:
+    """rounds.jsonl of the first node (in run.json's order) that left one."""
+
+    source: str  # the node whose file this is
+    rounds: tuple[RoundRecord, ...]
+
+
+@dataclass(frozen=True)
+class NodeData:
+    """A node's files, each None with the reason when the node did not leave it readable."""
+
+    spec: NodeSpec
+    chain: ChainStats | None
+    chain_problem: str | None  # why `chain` is None
+    profile: CpuProfile | None
+    profile_problem: str | None  # why `profile` is None, or a note about where it came from
+
+
+@dataclass(frozen=True)
+class RunData:
+    """Everything a run directory holds, read once; the summary and the report start here."""
+
+    directory: Path
+    info: RunInfo
+    spec_text: str | None
+    metrics: Metrics
+    nodes: Mapping[str, NodeData]
+    warnings: tuple[str, ...] = ()
+    rounds: RoundLog | None = None  # BLADE-FL's per-block resemblance tables
