@@ -118,7 +118,7 @@ def run_simulate(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             replace=args.force,
         )
-    except (DatasetMissing, RunExists) as error:
+    except (DatasetMissing, RunExists, SpecError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     headline = {

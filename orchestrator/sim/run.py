@@ -8,7 +8,7 @@ from typing import Any
 
 from orchestrator.datasets import load_dataset
 from orchestrator.sim import outputs
-from orchestrator.spec import ExperimentSpec
+from orchestrator.spec import ExperimentSpec, Problem, SpecError
 
 SPEC_FILE = "spec.yaml"
 # Everything a run writes; an unfinished run's leftovers are removed before it starts again.
@@ -53,6 +53,17 @@ def simulate(
     replace: bool = False,
 ) -> dict[str, Any]:
     """Runs `spec` in the simulator into `out` and returns its summary (also summary.json)."""
+    if not chain and spec.protocol == "dfl" and spec.dfl.ttl > 1:
+        raise SpecError(
+            "--no-chain",
+            [
+                Problem(
+                    "dfl.ttl",
+                    f"the chainless simulator hands a model to the neighbours only, not "
+                    f"{spec.dfl.ttl} hops on: set dfl.ttl=1, or run with the chain",
+                )
+            ],
+        )
     dataset = load_dataset(spec.dataset, data_dir)
     prepare_run_directory(out, replace=replace)
     (out / SPEC_FILE).write_text(spec.to_yaml(), encoding="utf-8")

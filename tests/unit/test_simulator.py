@@ -112,6 +112,15 @@ def test_without_the_chain_nothing_is_signed_or_stored_and_the_models_still_lear
     assert summary["blocks_finalized"] == 0
 
 
+def test_the_chainless_simulator_refuses_a_ttl_it_cannot_relay(
+    tmp_path: Path, mnist: Dataset, data_dir: Path
+) -> None:
+    with pytest.raises(SpecError) as refused:
+        run(tmp_path, "ttl", mnist, data_dir, spec=small_spec(dfl={"ttl": 2}), chain=False)
+    assert refused.value.paths == ["dfl.ttl"]
+    assert not (tmp_path / "ttl").exists()  # refused before anything was written
+
+
 def test_a_model_poisoner_loses_reputation_with_its_neighbours(
     tmp_path: Path, mnist: Dataset, data_dir: Path
 ) -> None:
