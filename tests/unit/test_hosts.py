@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from node import seeds
+from node.host.blade import BladeHost
 from node.host.dfl import DflHost
 from node.host.genesis import initial_learner
 from node.host.samples import InjectedSamples, SampleLog, StreamedSamples
@@ -245,3 +246,23 @@ def test_dfl_chain_spec_prints_the_spec_and_refuses_a_chain_without_a_true_one(
     ChainStore.create(tmp_path / "forged", forged, owner).close()
     assert run_spec(argparse.Namespace(directory=tmp_path / "forged")) == 1
     assert "does not match its spec digest" in capsys.readouterr().out
+
+
+def test_a_blade_fl_client_keeps_its_first_samples_and_starts_each_round_afresh(
+    mnist: Dataset,
+) -> None:
+    host = BladeHost(
+        model="mlp", seed=2, index=0, behaviour=Behaviour(), dataset_size=64, batch_size=32
+    )
+    with pytest.raises(RuntimeError, match="0 of 64 local samples"):
+        host.train_local(1, 1)
+    host.collect(mnist.train_images[:100], mnist.train_labels[:100])
+    assert host.sample_log.count == 64  # the local dataset; the other 36 are its test shard
+
+    start = host.global_weights.copy()
+    first = host.train_local(1, 2)
+    assert host.learner.solver.iteration == 4  # 2 epochs of 2 batches, from a fresh solver
+    second = host.train_local(2, 2)
+    assert host.learner.solver.iteration == 4  # not 8: every round builds a fresh optimizer
+    assert first != second  # other shuffles, same start
+    assert np.array_equal(host.global_weights, start)  # training never moves the global model
