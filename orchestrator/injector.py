@@ -51,7 +51,7 @@ def training_samples(spec: ExperimentSpec, dataset: Dataset) -> list[DrawsSample
     images, labels = dataset.train_images, dataset.train_labels
     streams = [partition.stream(index, images, labels) for index in range(spec.nodes.count)]
     if spec.blade is None:
-        return list(streams)
+        return streams
     local = partition.local_datasets(labels, spec.blade.dataset_size)
     return [
         LocalDatasetFirst(images[picks], labels[picks], stream)

@@ -35,7 +35,7 @@ PEER_MODELS_KEPT = 8  # what a lazy node may copy from: the latest models it tes
 class ModelTester(Protocol):
     """Accuracy of flat float32 weights on uint8 images."""
 
-    def accuracy(self, weights: np.ndarray, images: np.ndarray, labels: np.ndarray) -> float: ...
+    def accuracy_of(self, weights: np.ndarray, images: np.ndarray, labels: np.ndarray) -> float: ...
 
 
 class DflHost:
@@ -60,7 +60,7 @@ class DflHost:
         self.behaviour = behaviour
         self.samples = samples
         self.test_batch = test_batch
-        self.tester: ModelTester = tester or _OwnTester(self)
+        self.tester: ModelTester = tester or self.learner  # its scratch model, ours untouched
         self.track_local_accuracy = track_local_accuracy  # the simulator records its own
         self.reputation: dict[str, float] = {}
         self.local_accuracy: float | None = None
@@ -111,14 +111,4 @@ class DflHost:
         return encode_f32le(self.learner.weights())
 
     def _test(self, weights: np.ndarray) -> float:
-        return self.tester.accuracy(weights, *self.samples.test_sample(self.test_batch))
-
-
-class _OwnTester:
-    """Tests on the host learner's scratch model (a node process)."""
-
-    def __init__(self, host: DflHost) -> None:
-        self._host = host
-
-    def accuracy(self, weights: np.ndarray, images: np.ndarray, labels: np.ndarray) -> float:
-        return self._host.learner.accuracy_of(weights, images, labels)
+        return self.tester.accuracy_of(weights, *self.samples.test_sample(self.test_batch))

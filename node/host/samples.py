@@ -122,6 +122,7 @@ class SampleLog:
     def __init__(self, limit: int = 512) -> None:
         self.limit = limit
         self.count = 0
+        self.written = False
         self._hash = hashlib.sha256()
 
     def record(self, images: np.ndarray, labels: np.ndarray) -> None:
@@ -139,12 +140,15 @@ class SampleLog:
         return self._hash.hexdigest() if self.count >= self.limit else None
 
     def write(self, directory: Path) -> bool:
-        """samples.json in `directory` once the digest is known; True if it was written now."""
+        """samples.json in `directory` once the digest is known; True if it was written now.
+
+        Called after every training step, so it touches the disk once, not every time."""
         digest = self.digest
-        path = directory / SAMPLES_FILE
-        if digest is None or path.exists():
+        if digest is None or self.written:
             return False
+        path = directory / SAMPLES_FILE
         part = path.with_suffix(".json.part")
         part.write_text(json.dumps({"samples": self.limit, "sha256": digest}))
         os.replace(part, path)
+        self.written = True
         return True

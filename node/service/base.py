@@ -24,7 +24,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -34,6 +34,8 @@ import numpy as np
 from node import seeds
 from node.datadir import PROFILE_FILE, STORE_FILE
 from node.host.dispatch import BladeDispatcher, DflDispatcher
+from node.host.genesis import experiment_genesis
+from node.learning.training import Learner
 from node.ledger.errors import RecordRejected
 from node.ledger.keys import KeyFileError, NodeKey
 from node.ledger.store import ChainStore
@@ -112,8 +114,18 @@ class NodeBase:
         self._metrics_server: Any = None
         self.samples_injected = 0
 
-    def _open(self, genesis: records_pb2.Genesis) -> None:
-        """Called by the subclass once its host knows the genesis."""
+    def _open(self, learner: Learner, extra: Mapping[str, object] | None = None) -> None:
+        """Called by the subclass once its host holds the initial model (`learner`): the
+        experiment's genesis from the config, then the chain that continues it."""
+        config = self.config
+        genesis = experiment_genesis(
+            protocol=config.protocol,
+            model=config.model,
+            seed=config.seed,
+            spec=config.spec,
+            learner=learner,
+            extra=extra,
+        )
         self.genesis = genesis
         self.store = open_chain(self.config, self.key, genesis)
         self.metrics.set_info(self.key.address.hex(), genesis.digest.hex())

@@ -27,7 +27,7 @@ import numpy as np
 from node.datadir import ROUNDS_FILE
 from node.host.blade import BladeHost
 from node.host.dispatch import BladeDispatcher, HostObserver
-from node.host.genesis import blade_extras, experiment_genesis
+from node.host.genesis import blade_extras
 from node.host.resemblance import Resemblance
 from node.learning.behaviours import make_behaviour
 from node.learning.training import configure_torch
@@ -76,16 +76,7 @@ class BladeNode(NodeBase, HostObserver):
             dataset_size=protocol.dataset_size,
             batch_size=config.local_batch_size,
         )
-        self._open(
-            experiment_genesis(
-                protocol="blade-fl",
-                model=config.model,
-                seed=config.seed,
-                spec=config.spec,
-                learner=self.host.learner,
-                extra=extras,
-            )
-        )
+        self._open(self.host.learner, extras)
         self.engine = BladeEngine(
             self.key,
             self.genesis,

@@ -17,7 +17,6 @@ import numpy as np
 from node import seeds
 from node.host.dfl import DflHost
 from node.host.dispatch import DflDispatcher, HostObserver
-from node.host.genesis import experiment_genesis
 from node.host.samples import InjectedSamples
 from node.learning.aggregation import load_aggregator
 from node.learning.behaviours import make_behaviour
@@ -50,15 +49,7 @@ class DflNode(NodeBase, HostObserver):
             samples=self.samples,
             test_batch=config.test_batch,
         )
-        self._open(
-            experiment_genesis(
-                protocol="dfl",
-                model=config.model,
-                seed=config.seed,
-                spec=config.spec,
-                learner=self.host.learner,
-            )
-        )
+        self._open(self.host.learner)
         self.engine = DflEngine(
             self.key,
             self.genesis,

@@ -75,7 +75,7 @@ class BatchEvaluator:
                 for job in jobs
             ]
 
-    def accuracy(self, weights: np.ndarray, images: np.ndarray, labels: np.ndarray) -> float:
+    def accuracy_of(self, weights: np.ndarray, images: np.ndarray, labels: np.ndarray) -> float:
         """One model: what a host asks (node/host/dfl.py: ModelTester)."""
         return self.accuracies([Job(weights, images, labels)])[0]
 
