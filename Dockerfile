@@ -58,6 +58,7 @@ COPY --from=build /opt/dfl/data /opt/dfl/data
 ENV PATH=/opt/venv/bin:$PATH \
     DFL_DATA_DIR=/opt/dfl/data \
     DFL_NODE_DATA_DIR=/data \
+    DFL_NODE_LISTEN=0.0.0.0 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MALLOC_MMAP_THRESHOLD_=67108864

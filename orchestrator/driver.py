@@ -18,7 +18,7 @@ import logging
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from node.service.control import ControlSigner, Metadata
 from node.service.peers import CHANNEL_OPTIONS
 from orchestrator.datasets import load_dataset
 from orchestrator.endpoint import NodeEndpoint
@@ -47,9 +48,10 @@ class RunFailed(Exception):
 
 
 class Fleet(Protocol):
-    """The runtime's side: its nodes and whether each still runs."""
+    """The runtime's side: its nodes, whether each still runs, and the key its nodes obey."""
 
     spec: ExperimentSpec
+    control: ControlSigner
     started_at: float
     elapsed: float | None
     tolerate_exits: bool
@@ -92,6 +94,7 @@ SUMMED_SAMPLES = {
 COPIED_SAMPLES = {
     "dfl_cgroup_memory_bytes": "memory_bytes",
     "dfl_cgroup_cpu_seconds_total": "cgroup_cpu_seconds",
+    "dfl_ml_pending": "ml_pending",
 }
 
 
@@ -167,6 +170,11 @@ async def wait_ready(
                 await asyncio.sleep(0.5)
 
 
+def signed(fleet: Fleet, node: NodeEndpoint, method: str) -> Callable[[], Metadata]:
+    """Fresh control metadata for each call of `method` on `node` (known once it answered)."""
+    return lambda: fleet.control.metadata(method, bytes.fromhex(node.address))
+
+
 async def sample(
     fleet: Fleet, stubs: dict[str, node_pb2_grpc.NodeStub], evaluator: TestSetEvaluator
 ) -> dict[str, dict[str, float]]:
@@ -178,7 +186,9 @@ async def sample(
             continue
         try:
             status = await stubs[node.name].GetStatus(node_pb2.StatusRequest(), timeout=10.0)
-            model = await stubs[node.name].GetModel(node_pb2.ModelRequest(), timeout=30.0)
+            model = await stubs[node.name].GetModel(
+                node_pb2.ModelRequest(), timeout=30.0, metadata=signed(fleet, node, "GetModel")()
+            )
             url = node.metrics_url
             scraped = await loop.run_in_executor(None, scrape_node_metrics, url) if url else {}
         except (grpc.aio.AioRpcError, OSError) as error:
@@ -234,6 +244,7 @@ async def drive(
                     samples[node.index],
                     spec.injection_rate_of(node.index),
                     injecting,
+                    metadata=signed(fleet, node, "InjectSamples"),
                     on_accepted=exporter.injected_into(node.name) if exporter else None,
                 )
             )

@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 
 from node.host.samples import Batch, DrawsSamples
+from node.service.control import Metadata
 from orchestrator.datasets import Dataset
 from orchestrator.partition import Partition
 from orchestrator.spec import ExperimentSpec
@@ -74,11 +75,13 @@ async def inject(
     stream: DrawsSamples,
     rate: float,
     stop: asyncio.Event,
+    metadata: Callable[[], Metadata],
     on_accepted: Callable[[int], None] | None = None,
 ) -> int:
     """Sends `rate` samples per second until `stop` is set; returns how many were accepted.
 
-    `on_accepted` hears each batch's accepted count as it arrives (the exporter's counter).
+    `metadata` makes each call's control signature (node/service/control.py); `on_accepted`
+    hears each batch's accepted count as it arrives (the exporter's counter).
     """
     loop = asyncio.get_running_loop()
     interval = 1.0 / BATCHES_PER_SECOND
@@ -94,7 +97,7 @@ async def inject(
 
         if count:
             try:
-                summary = await stub.InjectSamples(batches(), timeout=10.0)
+                summary = await stub.InjectSamples(batches(), timeout=10.0, metadata=metadata())
                 accepted += summary.accepted
                 if on_accepted is not None:
                     on_accepted(summary.accepted)

@@ -30,6 +30,7 @@ from node.protocol.events import (
     EvaluationFailed,
     FetchChain,
     FetchFailed,
+    GeneratorsRefused,
     LocalModelReady,
     Mine,
     PeersChanged,
@@ -138,6 +139,7 @@ DFL_TASK_OF_EVENT: dict[type, str] = {
     ConfirmationsReceived: "generate_block",
     Tick: "generate_block",
     PeersChanged: "other",
+    GeneratorsRefused: "other",
 }
 BLADE_TASK_OF_EVENT: dict[type, str] = {
     SamplesCollected: "train",
@@ -150,6 +152,7 @@ BLADE_TASK_OF_EVENT: dict[type, str] = {
     FetchFailed: "other",
     Tick: "mine",  # a tick starts mining once the collection times out
     PeersChanged: "other",
+    GeneratorsRefused: "other",
 }
 
 

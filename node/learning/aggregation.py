@@ -15,6 +15,23 @@ Plugins are named in an experiment by a short name (the built-ins, or an entry p
 (`package.module:Name` or `package.module.Name`). Whatever is loaded is wrapped so that a plugin
 that returns the wrong thing fails loudly with its own name in the message, instead of poisoning
 the node's model several steps later.
+
+Trust. The name and options come from a spec or a node config, which may have been written by
+someone else, and merely validating a spec loads its aggregator. The rules:
+
+- Built-ins and entry points are installed code that the user chose to install; the spec can only
+  pick one of them by name. They keep the lenient rule: a class or a factory is called with the
+  options, an object that already has `update_model` is used as it is.
+- A dotted path can name anything importable, so it is held to a strict rule, checked before
+  anything is called: it must name a class that defines a callable `update_model(current,
+  self_accuracy, received, reputation)` (the `Aggregator` protocol). Only then is the class
+  instantiated with the options. Functions, factories, instances, modules and classes without
+  that method (`subprocess:Popen`, `os:system`, ...) are refused, so that a spec cannot call an
+  arbitrary callable with arguments of its choosing.
+- Naming a module by dotted path still imports it, and importing runs the module's top-level
+  code; no check can come before that. So a spec from someone else deserves exactly the trust
+  that the plugin modules it names do: read which modules it names before validating or running
+  it, and prefer entry points, which only what is installed can provide.
 """
 
 from __future__ import annotations
@@ -122,24 +139,86 @@ def _builtins() -> Mapping[str, Callable[..., Aggregator]]:
     return aggregators.BUILTIN
 
 
+PLUGIN_INTERFACE = (
+    "a class with an update_model(current, self_accuracy, received, reputation) method"
+)
+
+
 def _import_target(spec: str) -> Any:
+    """The object a dotted path names, found without calling anything but the module's import.
+
+    Attributes below the module are read with `inspect.getattr_static` once the path leaves
+    modules, so that a class's descriptors or metaclass `__getattr__` do not run either; a module
+    attribute is read normally, since a module's own `__getattr__` is no less trusted than its
+    import.
+    """
     if ":" in spec:
         module_name, _, attribute = spec.partition(":")
     else:
         module_name, _, attribute = spec.rpartition(".")
-    if not module_name or not attribute:
+    parts = attribute.split(".")
+    if not (
+        module_name
+        and attribute
+        and all(part.isidentifier() for part in module_name.split(".") + parts)
+    ):
         raise AggregatorError(spec, "not a dotted path (expected package.module:Name)")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise AggregatorError(spec, f"cannot import module {module_name!r}: {exc}") from exc
-    for part in attribute.split("."):
+    for part in parts:
         try:
-            target = getattr(target, part)
+            if inspect.ismodule(target):
+                target = getattr(target, part)
+            else:
+                target = inspect.getattr_static(target, part)
         except AttributeError:
             raise AggregatorError(
                 spec, f"module {module_name!r} has no attribute {attribute!r}"
             ) from None
+    return target
+
+
+def _interface_problem(target: Any) -> str | None:
+    """Why `target` is not an aggregator class, or None if it is; calls nothing on it.
+
+    The method is looked up statically on the class (its MRO, not an instance and not the
+    metaclass), and its signature must accept the four arguments the node passes. A signature
+    Python cannot read (a method written in C) is taken on trust, since the class does define it.
+    """
+    if not inspect.isclass(target):
+        kind = "a module" if inspect.ismodule(target) else f"of type {type(target).__name__}"
+        return f"is {kind}, not a class"
+    try:
+        method = inspect.getattr_static(target, "update_model")
+    except AttributeError:
+        return f"class {target.__name__} has no update_model method"
+    wrapped = isinstance(method, (staticmethod, classmethod))
+    function = method.__func__ if wrapped else method
+    if not callable(function):
+        return f"{target.__name__}.update_model is not callable ({type(function).__name__})"
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+    # self or cls first, except for a staticmethod; then the protocol's four arguments.
+    arguments = (None,) * (4 if isinstance(method, staticmethod) else 5)
+    try:
+        signature.bind(*arguments)
+    except TypeError:
+        return (
+            f"{target.__name__}.update_model{signature} cannot be called as "
+            "update_model(current, self_accuracy, received, reputation)"
+        )
+    return None
+
+
+def _check_plugin_class(spec: str, target: Any) -> type[Aggregator]:
+    """`target` if a dotted path may load it (see the module docstring), else AggregatorError."""
+    problem = _interface_problem(target)
+    if problem is not None:
+        raise AggregatorError(spec, f"{problem}; a dotted path must name {PLUGIN_INTERFACE}")
     return target
 
 
@@ -175,9 +254,11 @@ def _instantiate(name: str, target: Any, options: Mapping[str, Any]) -> Aggregat
 def load_aggregator(spec: str, **options: Any) -> CheckedAggregator:
     """A plugin by short name, entry point or dotted path, built with `options`.
 
-    Short names are looked up first among the built-ins, then in the entry point group; anything
-    else with a dot or colon is imported. A class (or factory) is called with the options; an
-    object that already has `update_model` is used as it is.
+    Short names are looked up first among the built-ins, then in the entry point group; a
+    built-in or entry point that is a class (or factory) is called with the options, and an
+    object that already has `update_model` is used as it is. Anything else with a dot or colon is
+    imported and must be an aggregator class (checked before it is called, see the module
+    docstring), which is then built with the options.
     """
     builtins = _builtins()
     if spec in builtins:
@@ -191,5 +272,5 @@ def load_aggregator(spec: str, **options: Any) -> CheckedAggregator:
                     f"unknown name: not a built-in ({', '.join(sorted(builtins))}), "
                     f"not an entry point in {ENTRY_POINT_GROUP!r}, and not a dotted path",
                 )
-            target = _import_target(spec)
+            target = _check_plugin_class(spec, _import_target(spec))
     return CheckedAggregator(spec, _instantiate(spec, target, options))

@@ -189,7 +189,7 @@ def _read_header(data: memoryview) -> tuple[dict[str, Any], int]:
         header = json.loads(
             bytes(data[8 : 8 + header_size]).decode("utf-8"), object_pairs_hook=_no_duplicate_keys
         )
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # nesting: RecursionError
         raise _malformed(f"header is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise _malformed("header is not a JSON object")

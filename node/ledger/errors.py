@@ -10,7 +10,8 @@ import enum
 
 
 class RejectReason(enum.Enum):
-    """Why a record was refused: `label` names it in metrics, `grpc_status` answers the sender."""
+    """Why a record (or a request) was refused: `label` names it in metrics, `grpc_status`
+    answers the sender."""
 
     MALFORMED = ("malformed", "INVALID_ARGUMENT")
     MESSAGE_TOO_LARGE = ("message_too_large", "RESOURCE_EXHAUSTED")
@@ -32,6 +33,14 @@ class RejectReason(enum.Enum):
     INSUFFICIENT_WORK = ("insufficient_work", "INVALID_ARGUMENT")
     UNKNOWN_MODEL = ("unknown_model", "FAILED_PRECONDITION")
     WRONG_ROUND = ("wrong_round", "FAILED_PRECONDITION")
+    REFUSED_GENERATOR = ("refused_generator", "PERMISSION_DENIED")
+    # Requests refused before any record is looked at (node/service/admission.py, control.py)
+    UNAUTHENTICATED = ("unauthenticated", "UNAUTHENTICATED")
+    BANNED = ("banned", "PERMISSION_DENIED")
+    RATE_LIMITED = ("rate_limited", "RESOURCE_EXHAUSTED")
+    QUEUE_FULL = ("queue_full", "RESOURCE_EXHAUSTED")
+    EVALUATION_BUDGET = ("evaluation_budget", "RESOURCE_EXHAUSTED")
+    BAD_PEER_ADDRESS = ("bad_peer_address", "INVALID_ARGUMENT")
 
     def __init__(self, label: str, grpc_status: str) -> None:
         self.label = label
@@ -39,9 +48,14 @@ class RejectReason(enum.Enum):
 
 
 class RecordRejected(Exception):
-    """A record failed validation. Raised before anything changes, so callers need only count it."""
+    """A record failed validation. Raised before anything changes, so callers need only count it.
 
-    def __init__(self, reason: RejectReason, detail: str) -> None:
+    `signer` is the address whose valid signature the record carried, when the failure is in
+    content that address signed: the generator, not just whoever relayed it, is to blame.
+    """
+
+    def __init__(self, reason: RejectReason, detail: str, signer: bytes | None = None) -> None:
         super().__init__(f"{reason.label}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.signer = signer

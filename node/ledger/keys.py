@@ -72,10 +72,10 @@ class NodeKey:
         r, s = decode_dss_signature(self.signing_key.sign(digest, _ALGORITHM))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
-    def save(self, directory: Path) -> Path:
+    def save(self, directory: Path, name: str = KEY_FILE) -> Path:
         """Writes the key as PEM, readable by the owner only; refuses to overwrite a key."""
         directory.mkdir(parents=True, exist_ok=True)
-        path = directory / KEY_FILE
+        path = directory / name
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:
             handle.write(
@@ -88,8 +88,8 @@ class NodeKey:
         return path
 
     @classmethod
-    def load(cls, directory: Path) -> NodeKey:
-        path = directory / KEY_FILE
+    def load(cls, directory: Path, name: str = KEY_FILE) -> NodeKey:
+        path = directory / name
         try:
             signing_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         except FileNotFoundError:

@@ -201,7 +201,11 @@ class ChainStore:
             raise ChainCorrupted(0, error.reason.label, error.detail) from None
         if digest_message(genesis.body) != genesis.digest:
             raise ChainCorrupted(0, "digest_mismatch", "genesis body does not hash to its digest")
-        store = cls(connection, genesis, meta["owner"])
+        try:
+            store = cls(connection, genesis, meta["owner"])
+        except RecordRejected as error:  # a genesis no policy can be made of
+            connection.close()
+            raise ChainCorrupted(0, error.reason.label, error.detail) from None
         if verify:
             store.verify()
         return store

@@ -8,8 +8,9 @@ a record re-signed by a forger reports what is wrong with its content.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -45,8 +46,12 @@ class ValidationPolicy:
 
     @classmethod
     def for_genesis(cls, genesis: pb.Genesis, **overrides: object) -> ValidationPolicy:
-        difficulty = difficulty_of(genesis)
-        target = None if difficulty is None else target_for(difficulty)
+        """RecordRejected (malformed) for a genesis whose difficulty is not a number >= 1."""
+        try:
+            difficulty = difficulty_of(genesis)
+            target = None if difficulty is None else target_for(difficulty)
+        except ValueError as error:
+            raise _reject(RejectReason.MALFORMED, f"genesis difficulty: {error}") from None
         return cls(  # type: ignore[arg-type]
             genesis.digest, parameter_count(genesis), pow_target=target, **overrides
         )
@@ -58,6 +63,17 @@ class ValidationPolicy:
 
 def _reject(reason: RejectReason, detail: str) -> RecordRejected:
     return RecordRejected(reason, detail)
+
+
+@contextlib.contextmanager
+def _signed_by(address: bytes) -> Iterator[None]:
+    """Failures inside are of content `address` signed (its signature verified before)."""
+    try:
+        yield
+    except RecordRejected as rejected:
+        if rejected.signer is None:
+            rejected.signer = address
+        raise
 
 
 def decode(message_type: type[M], data: bytes, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> M:
@@ -118,6 +134,12 @@ def _check_model_record(
     if not tx.HasField("body") or not body.HasField("generator") or not body.HasField("model"):
         raise _reject(RejectReason.MALFORMED, "transaction lacks body, generator or model ref")
     check_signed(tx, body.generator, "transaction", trusted)
+    with _signed_by(body.generator.address):
+        _check_signed_model(tx, policy, weights)
+
+
+def _check_signed_model(tx: pb.Transaction, policy: ValidationPolicy, weights: Weights) -> None:
+    body = tx.body
     if body.genesis_digest != policy.genesis_digest:
         raise _reject(RejectReason.GENESIS_MISMATCH, "transaction is for another genesis")
     ref = body.model
@@ -150,6 +172,14 @@ def validate_transaction(
     `trusted` digests (of the transaction or its receipts) skip their signature check.
     """
     _check_model_record(tx, policy, weights, trusted)
+    with _signed_by(tx.body.generator.address):
+        _check_transaction_times(tx, policy, now_ms)
+    validate_receipts(tx, path_ordered=weights != "absent", trusted=trusted)
+
+
+def _check_transaction_times(
+    tx: pb.Transaction, policy: ValidationPolicy, now_ms: int | None
+) -> None:
     body = tx.body
     if body.ttl < 1:
         raise _reject(RejectReason.TTL_MISMATCH, "transaction ttl must be at least 1")
@@ -168,7 +198,6 @@ def validate_transaction(
             )
         if body.expire_time_ms <= now_ms:
             raise _reject(RejectReason.EXPIRED, f"expired {now_ms - body.expire_time_ms} ms ago")
-    validate_receipts(tx, path_ordered=weights != "absent", trusted=trusted)
 
 
 def validate_receipt(
@@ -330,14 +359,15 @@ def validate_pow_block(
     policy: ValidationPolicy,
     *,
     previous_hash: bytes | None,
-    pool: Collection[bytes] | None = None,
+    pool: Mapping[bytes, bytes] | None = None,
 ) -> None:
     """A mined block: work, miner signature, link, and models (each once, of the block's round).
 
     `previous_hash` None skips the link (the caller has no block below it yet). With `pool` (the
-    digests of the models this client saw signed in the round) every model must come from it,
-    and their signatures are not checked again; without it (a stored chain, a client catching
-    up) each model's signature is checked.
+    signatures of the models this client verified in the round, by digest) every model must be
+    one of them, carrying that same signature and nothing else (neither the miner's signature
+    nor the header covers a model's signature or weights, so a relay could otherwise alter
+    them); without it (a stored chain, a client catching up) each model's signature is checked.
     """
     if policy.pow_target is None:
         raise _reject(RejectReason.GENESIS_MISMATCH, "the genesis sets no proof-of-work target")
@@ -346,6 +376,14 @@ def validate_pow_block(
     header = block.header
     if header.height < 1:
         raise _reject(RejectReason.BAD_LINK, "only the genesis block has height 0")
+    for name in ("previous_hash", "models_digest", "miner"):
+        if len(getattr(header, name)) != DIGEST_SIZE:
+            raise _reject(RejectReason.MALFORMED, f"header {name} is not {DIGEST_SIZE} bytes")
+    bare = pb.PowHeader()
+    bare.CopyFrom(header)
+    bare.DiscardUnknownFields()
+    if bare.ByteSize() != header.ByteSize():  # the hash covers the known fields only
+        raise _reject(RejectReason.MALFORMED, "header carries fields the hash does not cover")
     if header_hash(header) != block.hash:
         raise _reject(RejectReason.DIGEST_MISMATCH, "header does not hash to the block hash")
     if not meets_target(block.hash, policy.pow_target):
@@ -358,6 +396,8 @@ def validate_pow_block(
         raise _reject(RejectReason.BAD_SIGNATURE, "miner signature does not verify")
     if previous_hash is not None and header.previous_hash != previous_hash:
         raise _reject(RejectReason.BAD_LINK, "previous hash does not match the chain")
+    if not block.transactions:
+        raise _reject(RejectReason.MALFORMED, "a block holds the round's models, its miner's first")
     if models_digest(tx.digest for tx in block.transactions) != header.models_digest:
         raise _reject(RejectReason.DIGEST_MISMATCH, "models do not match the header")
     generators: list[bytes] = []
@@ -368,10 +408,15 @@ def validate_pow_block(
                 f"block {header.height} holds a model of round {tx.body.round}",
             )
         if pool is not None:
-            if tx.digest not in pool:
+            signature = pool.get(tx.digest)
+            if signature is None:
                 raise _reject(RejectReason.UNKNOWN_MODEL, "block holds a model not from the pool")
             if digest_message(tx.body) != tx.digest:
                 raise _reject(RejectReason.DIGEST_MISMATCH, "model body does not hash to digest")
+            if tx.signature != signature:
+                raise _reject(RejectReason.BAD_SIGNATURE, "a model's signature is not the pool's")
+            if tx.model or tx.receipts:
+                raise _reject(RejectReason.MALFORMED, "a block stores models bare, as signed")
         else:
             validate_pool_model(tx, policy, weights="absent")
         generators.append(tx.body.generator.address)

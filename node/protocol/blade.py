@@ -63,6 +63,7 @@ from node.protocol.events import (
     ChainFetched,
     FetchChain,
     FetchFailed,
+    GeneratorsRefused,
     LocalModelReady,
     MessageKind,
     Mine,
@@ -104,6 +105,7 @@ class BladeState:
     fetch_in_flight: bool = False
     next_fetch_at: float = 0.0
     counters: Counter[str] = field(default_factory=Counter)
+    refused: frozenset[bytes] = frozenset()  # generators banned by the node (GeneratorsRefused)
 
     @property
     def height(self) -> int:
@@ -212,6 +214,8 @@ class BladeEngine:
         """Adds a peer's model to its round's pool; True for one of the current round."""
         state = self.state
         tx = decode(pb.Transaction, payload, self.config.max_message_bytes)
+        if tx.body.generator.address in state.refused:
+            raise RecordRejected(RejectReason.REFUSED_GENERATOR, "its generator is banned here")
         validate_pool_model(tx, self.policy)
         round, generator = tx.body.round, tx.body.generator.address
         if round <= state.height:
@@ -332,7 +336,7 @@ class BladeEngine:
             block,
             self.policy,
             previous_hash=state.chain[-1],
-            pool={tx.digest for tx in pool.values()},
+            pool={tx.digest: tx.signature for tx in pool.values()},
         )
         votes = state.heights.setdefault(height, HeightVotes())
         votes.blocks[block.hash] = block
@@ -462,6 +466,10 @@ class BladeEngine:
         self.state.peers = tuple(event.peers)
         return []
 
+    def _on_refused(self, event: GeneratorsRefused, now: float) -> list[BladeAction]:
+        self.state.refused = event.generators
+        return []
+
     def _on_tick(self, event: Tick, now: float) -> list[BladeAction]:
         return self._maybe_accept(now) + self._maybe_fetch(now)
 
@@ -497,5 +505,6 @@ TRANSITIONS: dict[tuple[Phase | None, type], Handler] = {
     (None, ChainFetched): BladeEngine._on_chain,  # -> next round after the fetched head
     (None, FetchFailed): BladeEngine._on_fetch_failed,
     (None, PeersChanged): BladeEngine._on_peers,
+    (None, GeneratorsRefused): BladeEngine._on_refused,
     (None, Tick): BladeEngine._on_tick,  # -> next round
 }

@@ -62,6 +62,7 @@ from node.protocol.events import (
     Evaluate,
     EvaluationDone,
     EvaluationFailed,
+    GeneratorsRefused,
     MessageKind,
     PeersChanged,
     PersistBlock,
@@ -184,11 +185,13 @@ class DflState:
     unconfirmed_receipts: ExpiringMemory[bytes, bool]  # receipts we wrote and may confirm once
     samples_pending: int = 0
     trainings_in_flight: int = 0
-    evaluations: dict[bytes, tuple[pb.Transaction, str]] = field(default_factory=dict)
+    # digest -> (the transaction without its weights, who sent it, the weights)
+    evaluations: dict[bytes, tuple[pb.Transaction, str, bytes]] = field(default_factory=dict)
     own: OrderedDict[bytes, OwnTransaction] = field(default_factory=OrderedDict)
     buffer: list[BufferedModel] = field(default_factory=list)
     draft: DraftInProgress | None = None
     counters: Counter[str] = field(default_factory=Counter)
+    refused: frozenset[bytes] = frozenset()  # generators banned by the node (GeneratorsRefused)
 
 
 class DflEngine:
@@ -250,6 +253,9 @@ class DflEngine:
             case PeersChanged(peers):
                 self.state.peers = tuple(peers)
                 return []
+            case GeneratorsRefused(generators):
+                self.state.refused = generators
+                return []
             case Tick():
                 return self._on_tick(now)
         raise TypeError(f"not a DFL event: {event!r}")
@@ -288,6 +294,8 @@ class DflEngine:
     def _on_transaction(self, payload: bytes, sender: str, now: float) -> list[DflAction]:
         tx = decode(pb.Transaction, payload, self.policy.max_message_bytes)
         state = self.state
+        if tx.body.generator.address in state.refused:
+            raise RecordRejected(RejectReason.REFUSED_GENERATOR, "its generator is banned here")
         ours = tx.body.generator.address == self.address
         own = state.own.get(tx.digest) if ours else None
         seen = None if ours else state.seen.get(tx.digest, now)
@@ -316,7 +324,8 @@ class DflEngine:
             SeenTransaction(sender, {r.digest for r in tx.receipts}),
             expires_at=tx.body.expire_time_ms / 1000,
         )
-        state.evaluations[tx.digest] = (tx, sender)
+        # The weights once, as bytes: a decoded message would hold a second copy while queued.
+        state.evaluations[tx.digest] = (records.without_model(tx), sender, model)
         state.counters["transactions_received"] += 1
         return [Evaluate(tx.digest, tx.body.generator.address, model)]
 
@@ -357,7 +366,7 @@ class DflEngine:
             raise ValueError("EvaluationDone for a transaction that was not being evaluated")
         if not 0.0 <= accuracy <= 1.0:
             raise ValueError(f"accuracy {accuracy} is not in [0, 1]")
-        tx, upstream = state.evaluations.pop(digest)
+        tx, upstream, weights = state.evaluations.pop(digest)
         receipt = records.make_receipt(self.key, tx, accuracy=accuracy, now_ms=to_ms(now))
         tx.receipts.append(receipt)
         state.unconfirmed_receipts.put(receipt.digest, True, now + self.config.confirmation_window)
@@ -366,13 +375,14 @@ class DflEngine:
             seen.receipts.add(receipt.digest)
         state.counters["receipts_written"] += 1
 
-        receipts_only = records.without_model(tx).SerializeToString()
+        receipts_only = tx.SerializeToString()
         actions: list[DflAction] = [Send((upstream,), MessageKind.TRANSACTION, receipts_only)]
         onward = tuple(peer for peer in state.peers if peer != upstream)
         if receipt.body.received_at_ttl > 0 and onward:
+            tx.model = weights
             actions.append(Send(onward, MessageKind.TRANSACTION, tx.SerializeToString()))
             state.counters["transactions_forwarded"] += len(onward)
-        model = BufferedModel(digest, tx.body.generator.address, accuracy, tx.model)
+        model = BufferedModel(digest, tx.body.generator.address, accuracy, weights)
         return actions + buffer_model(state, self.config, model)
 
     # --- blocks --------------------------------------------------------------------------------

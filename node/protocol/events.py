@@ -46,6 +46,14 @@ class PeersChanged:
 
 
 @dataclass(frozen=True)
+class GeneratorsRefused:
+    """Generators whose records the node now refuses outright (banned for misbehaviour by the
+    service, node/service/admission.py): the engine checks before verifying anything."""
+
+    generators: frozenset[bytes]
+
+
+@dataclass(frozen=True)
 class Tick:
     pass
 
@@ -111,6 +119,7 @@ DflEvent = (
     | DraftBlockReceived
     | ConfirmationsReceived
     | PeersChanged
+    | GeneratorsRefused
     | Tick
 )
 
@@ -210,6 +219,7 @@ BladeEvent = (
     | ChainFetched
     | FetchFailed
     | PeersChanged
+    | GeneratorsRefused
     | Tick
 )
 

@@ -22,7 +22,9 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,20 +38,24 @@ from node.datadir import PROFILE_FILE, STORE_FILE
 from node.host.dispatch import BladeDispatcher, DflDispatcher
 from node.host.genesis import experiment_genesis
 from node.learning.training import Learner
-from node.ledger.errors import RecordRejected
+from node.ledger.errors import RecordRejected, RejectReason
 from node.ledger.keys import KeyFileError, NodeKey
 from node.ledger.store import ChainStore
 from node.protocol.events import (
+    GeneratorsRefused,
     MessageKind,
     PeersChanged,
     SamplesCollected,
     Tick,
     TransactionReceived,
 )
+from node.service.admission import GENERATOR_PREFIX, Admission, generator_peer
 from node.service.config import NodeConfig
+from node.service.control import ControlVerifier
 from node.service.metrics import NodeMetrics
-from node.service.peers import CHANNEL_OPTIONS, SENDER_METADATA, SERVICE, PeerClient
+from node.service.peers import SENDER_METADATA, SERVICE, PeerClient, server_options
 from node.service.profiler import Profiler
+from node.service.rpc import Gate, Method, Refused
 from proto.dfl.v1 import node_pb2, records_pb2
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,8 @@ log = logging.getLogger(__name__)
 IMAGE_PIXELS = 28 * 28
 ACK = node_pb2.Ack().SerializeToString()
 PROFILE_EVERY_TICKS = 20
+MAX_PEERS = 256
+PEER_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 
 
 class DataDirectoryError(Exception):
@@ -102,7 +110,12 @@ class NodeBase:
         self._stopping = False
         self.profiler = Profiler()
         self.metrics = NodeMetrics(self.profiler)
+        self.limits = config.admission_limits()
+        self.admission = Admission(self.limits)
+        verifier = ControlVerifier(config.control_keys(), self.key.address)
+        self.gate = Gate(self.admission, verifier, self.metrics.rejected)
         self._ml = ThreadPoolExecutor(1, thread_name_prefix="ml")
+        self._ml_pending = 0  # ML jobs submitted and not yet reported back
         self._peers: dict[str, PeerClient] = {}
         self._server: grpc.aio.Server | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -137,7 +150,10 @@ class NodeBase:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._peers = {peer: self._client(peer) for peer in self.config.peers}
-        server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        server = grpc.aio.server(
+            options=server_options(self.max_record_bytes),
+            maximum_concurrent_rpcs=self.limits.max_concurrent_rpcs,
+        )
         server.add_generic_rpc_handlers((self._rpc_handler(),))
         self.port = server.add_insecure_port(f"{self.config.listen}:{self.config.port}")
         if not self.port:
@@ -152,9 +168,10 @@ class NodeBase:
         self._loop_cpu_mark = time.thread_time()
         self._spawn(self._tick_forever())
         log.info(
-            "node %s (%s) listening on %s, chain height %d, peers %s",
+            "node %s (%s) listening on %s:%s, chain height %d, peers %s",
             self.config.name,
             self.key.address.hex()[:16],
+            self.config.listen,
             self.port,
             self.store.height,
             ", ".join(self.config.peers) or "none",
@@ -188,6 +205,11 @@ class NodeBase:
         await stopping.wait()
         await self.stop()
 
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest record the protocol accepts: the bound of gossip requests."""
+        return self.engine.config.max_message_bytes
+
     def _client(self, peer: str) -> PeerClient:
         return PeerClient(
             peer,
@@ -207,6 +229,10 @@ class NodeBase:
         while True:
             await asyncio.sleep(self.config.tick_interval)
             self._handle_quietly(Tick())
+            now = time.time()
+            self.admission.forget_expired(now)
+            self._sync_bans(now)
+            self.metrics.ml_pending.set(self._ml_pending)
             self._claim_loop_residual()
             self.metrics.sync_engine_counters(self.engine.state.counters)
             ticks += 1
@@ -273,6 +299,7 @@ class NodeBase:
                 return work()
 
         future = self._ml.submit(measured)
+        self._ml_pending += 1
         future.add_done_callback(
             lambda finished: self._loop.call_soon_threadsafe(self._ml_done, finished, done, failed)
         )
@@ -286,6 +313,7 @@ class NodeBase:
         raise NotImplementedError
 
     def _ml_done(self, future: Future[Any], done: Callable[[Any], Any], failed: Any) -> None:
+        self._ml_pending -= 1
         if future.cancelled() or self._stopping:
             return
         error = future.exception()
@@ -310,40 +338,34 @@ class NodeBase:
         """The protocol's record-carrying RPCs (raw bytes in, Ack out), by method name."""
         return {"SubmitTransaction": self._submit_transaction}
 
-    def _extra_methods(self) -> dict[str, grpc.RpcMethodHandler]:
+    def _extra_methods(self) -> dict[str, Method]:
         """Protocol-specific RPCs that are not record submissions."""
         return {}
 
-    def _rpc_handler(self) -> grpc.GenericRpcHandler:
-        def typed(method: Callable, request: Any, response: Any) -> grpc.RpcMethodHandler:
-            return grpc.unary_unary_rpc_method_handler(
-                method,
-                request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString,
-            )
+    def _methods(self) -> dict[str, Method]:
+        limits, small = self.limits, self.limits.max_request_bytes
+        records = self.max_record_bytes
+        return {
+            **{
+                name: Method(handler, None, records)
+                for name, handler in self._record_methods().items()
+            },
+            "InjectSamples": Method(
+                self._inject, node_pb2.SampleBatch, limits.max_sample_batch_bytes, "stream_in"
+            ),
+            "GetStatus": Method(self._status, node_pb2.StatusRequest, small),
+            "GetModel": Method(self._model, node_pb2.ModelRequest, small),
+            "StreamChain": Method(self._stream_chain, node_pb2.ChainRequest, small, "stream_out"),
+            "AddPeer": Method(self._add_peer, node_pb2.PeerRequest, small),
+            "RemovePeer": Method(self._remove_peer, node_pb2.PeerRequest, small),
+            "ListPeers": Method(self._list_peers, node_pb2.PeerRequest, small),
+            **self._extra_methods(),
+        }
 
+    def _rpc_handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(
             SERVICE,
-            {
-                **{
-                    name: grpc.unary_unary_rpc_method_handler(method)
-                    for name, method in self._record_methods().items()
-                },
-                "InjectSamples": grpc.stream_unary_rpc_method_handler(
-                    self._inject,
-                    request_deserializer=node_pb2.SampleBatch.FromString,
-                    response_serializer=node_pb2.InjectSummary.SerializeToString,
-                ),
-                "GetStatus": typed(self._status, node_pb2.StatusRequest, node_pb2.NodeStatus),
-                "GetModel": typed(self._model, node_pb2.ModelRequest, node_pb2.ModelWeights),
-                "StreamChain": grpc.unary_stream_rpc_method_handler(
-                    self._stream_chain, request_deserializer=node_pb2.ChainRequest.FromString
-                ),
-                "AddPeer": typed(self._add_peer, node_pb2.PeerRequest, node_pb2.PeerList),
-                "RemovePeer": typed(self._remove_peer, node_pb2.PeerRequest, node_pb2.PeerList),
-                "ListPeers": typed(self._list_peers, node_pb2.PeerRequest, node_pb2.PeerList),
-                **self._extra_methods(),
-            },
+            {name: self.gate.handler(name, method) for name, method in self._methods().items()},
         )
 
     @staticmethod
@@ -354,17 +376,58 @@ class NodeBase:
         return context.peer()
 
     async def _submit(self, event: Any, context: grpc.aio.ServicerContext) -> bytes:
+        """Hands a record to the engine; a rejection scores whoever is to blame for it."""
         try:
             self._handle(event)
+            return ACK
         except RecordRejected as rejected:
-            await context.abort(
-                grpc.StatusCode[rejected.reason.grpc_status],
-                f"{rejected.reason.label}: {rejected.detail}",
+            reason, detail, signer = rejected.reason, rejected.detail, rejected.signer
+        # Answered outside the except block, with the event dropped: a caught exception's
+        # traceback would keep the request's bytes alive until the garbage collector runs.
+        del event
+        now = time.time()
+        self._penalize(context.peer(), reason, now)
+        if signer is not None:
+            self._penalize(generator_peer(signer), reason, now)
+        await context.abort(grpc.StatusCode[reason.grpc_status], f"{reason.label}: {detail}")
+
+    def _penalize(self, peer: str, reason: RejectReason, now: float) -> None:
+        if self.admission.penalize(peer, reason, now):
+            log.warning(
+                "banned %s for %.0f s: its misbehaviour score passed %.0f (last: %s)",
+                peer,
+                self.limits.ban_seconds,
+                self.limits.ban_score,
+                reason.label,
             )
-        return ACK
+            self._sync_bans(now)
+
+    def _sync_bans(self, now: float) -> None:
+        """Banned generators reach the engine; scores and bans reach the metrics."""
+        refused = frozenset(
+            bytes.fromhex(peer.removeprefix(GENERATOR_PREFIX))
+            for peer in self.admission.banned_peers(now)
+            if peer.startswith(GENERATOR_PREFIX)
+        )
+        if refused != self.engine.state.refused:
+            self._handle_quietly(GeneratorsRefused(refused))
+        self.metrics.set_peer_scores(self.admission.scores(now), self.admission.banned_count(now))
 
     async def _submit_transaction(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        """A model to evaluate, unless the node's ML queue or the caller's budget is spent: then
+        refused before anything is verified, so a flood costs the node no more than this."""
+        peer, now = context.peer(), time.time()
+        if self._ml_pending >= self.limits.max_pending_ml:
+            raise Refused(RejectReason.QUEUE_FULL, f"{self._ml_pending} ML jobs are queued")
+        if not self.admission.can_evaluate(peer, now):
+            raise Refused(
+                RejectReason.EVALUATION_BUDGET,
+                f"more than {self.limits.evaluations_per_minute:.0f} models a minute to evaluate",
+            )
+        pending = self._ml_pending
         ack = await self._submit(TransactionReceived(request, self._sender(context)), context)
+        if self._ml_pending > pending:
+            self.admission.evaluated(peer, now, self._ml_pending - pending)
         created = records_pb2.Transaction.FromString(request).body.create_time_ms / 1000
         self.metrics.transaction_received(created, time.time())
         return ack
@@ -377,16 +440,13 @@ class NodeBase:
             count = len(batch.samples)
             if count == 0:
                 continue
+            if any(len(sample.pixels) != IMAGE_PIXELS for sample in batch.samples):
+                raise Refused(RejectReason.MALFORMED, f"a sample must have {IMAGE_PIXELS} pixels")
             pixels = b"".join(sample.pixels for sample in batch.samples)
-            if len(pixels) != count * IMAGE_PIXELS:
-                await context.abort(
-                    grpc.StatusCode.INVALID_ARGUMENT,
-                    f"malformed: a sample must have {IMAGE_PIXELS} pixels",
-                )
             images = np.frombuffer(pixels, dtype=np.uint8).reshape(count, 28, 28)
             labels = np.fromiter((s.label for s in batch.samples), dtype=np.int64, count=count)
             if labels.max() > 9:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "malformed: label above 9")
+                raise Refused(RejectReason.MALFORMED, "a label above 9")
             self.collect(images, labels)
             accepted += count
             self.samples_injected += count
@@ -422,7 +482,8 @@ class NodeBase:
     async def _stream_chain(
         self, request: node_pb2.ChainRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
-        for _, _, data in self.store.blocks(max(1, request.from_height)):
+        start = min(max(1, request.from_height), self.store.height + 1)  # SQLite's int64
+        for _, _, data in self.store.blocks(start):
             yield data
 
     def _set_peers(self, peers: tuple[str, ...]) -> node_pb2.PeerList:
@@ -435,18 +496,50 @@ class NodeBase:
         self.metrics.set_peers(peers)
         return node_pb2.PeerList(peers=list(peers))
 
+    def _own_addresses(self) -> set[str]:
+        port = self.port or self.config.port
+        return {
+            self.config.address,
+            f"{self.config.listen}:{port}",
+            f"127.0.0.1:{port}",
+            f"localhost:{port}",
+            f"{socket.gethostname()}:{port}",
+        }
+
     async def _add_peer(
         self, request: node_pb2.PeerRequest, context: grpc.aio.ServicerContext
     ) -> node_pb2.PeerList:
+        check_peer_address(request.peer)
+        if request.peer in self._own_addresses():
+            raise Refused(RejectReason.BAD_PEER_ADDRESS, f"{request.peer} is this node itself")
         peers = self.engine.state.peers
-        return self._set_peers(peers if request.peer in peers else (*peers, request.peer))
+        if request.peer in peers:
+            raise Refused(
+                RejectReason.BAD_PEER_ADDRESS, f"{request.peer} is a peer already", "ALREADY_EXISTS"
+            )
+        if len(peers) >= MAX_PEERS:
+            raise Refused(RejectReason.BAD_PEER_ADDRESS, f"already {MAX_PEERS} peers")
+        return self._set_peers((*peers, request.peer))
 
     async def _remove_peer(
         self, request: node_pb2.PeerRequest, context: grpc.aio.ServicerContext
     ) -> node_pb2.PeerList:
+        if request.peer not in self.engine.state.peers:
+            raise Refused(
+                RejectReason.BAD_PEER_ADDRESS, f"{request.peer!r} is not a peer", "NOT_FOUND"
+            )
         return self._set_peers(tuple(p for p in self.engine.state.peers if p != request.peer))
 
     async def _list_peers(
         self, request: node_pb2.PeerRequest, context: grpc.aio.ServicerContext
     ) -> node_pb2.PeerList:
         return node_pb2.PeerList(peers=list(self.engine.state.peers))
+
+
+def check_peer_address(peer: str) -> None:
+    """host:port with a plausible host and a port number; Refused naming what is wrong."""
+    host, colon, port = peer.rpartition(":")
+    if not colon or not PEER_HOST.fullmatch(host) or not (port.isascii() and port.isdigit()):
+        raise Refused(RejectReason.BAD_PEER_ADDRESS, f"{peer!r} is not host:port")
+    if not 1 <= int(port) <= 65535:
+        raise Refused(RejectReason.BAD_PEER_ADDRESS, f"port {port} is not in 1-65535")

@@ -43,6 +43,7 @@ from node.protocol.events import (
 )
 from node.service.base import NodeBase
 from node.service.config import NodeConfig
+from node.service.rpc import Method
 from proto.dfl.v1 import node_pb2, records_pb2
 
 log = logging.getLogger(__name__)
@@ -206,12 +207,10 @@ class BladeNode(NodeBase, HostObserver):
             "SubmitBlockVote": self._submit_vote,
         }
 
-    def _extra_methods(self) -> dict[str, grpc.RpcMethodHandler]:
+    def _extra_methods(self) -> dict[str, Method]:
         return {
-            "GetRoundModels": grpc.unary_unary_rpc_method_handler(
-                self._round_models,
-                request_deserializer=node_pb2.RoundRequest.FromString,
-                response_serializer=records_pb2.TransactionBatch.SerializeToString,
+            "GetRoundModels": Method(
+                self._round_models, node_pb2.RoundRequest, self.limits.max_request_bytes
             )
         }
 

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from node.protocol.blade import BladeConfig
 from node.protocol.dfl import DflConfig
+from node.service.admission import Limits
+from node.service.control import parse_public_key
 
 ENV_PREFIX = "DFL_NODE_"
 PROTOCOLS = ("dfl", "blade-fl")
@@ -32,7 +34,7 @@ class NodeConfig(BaseModel):
 
     name: str = "node"
     data_dir: Path = Path("node-data")
-    listen: str = "0.0.0.0"
+    listen: str = "127.0.0.1"  # containers listen on 0.0.0.0 (their configs say so)
     port: int = Field(50051, ge=1, le=65535)
     advertise: str | None = None  # host:port peers reach us at; default 127.0.0.1:port
     metrics_port: int = Field(0, ge=0, le=65535)  # 0: no /metrics endpoint
@@ -60,12 +62,32 @@ class NodeConfig(BaseModel):
     tick_interval: float = Field(0.5, gt=0)
     peer_timeout: float = Field(10.0, gt=0)
     peer_retries: int = Field(2, ge=0)
+    # The orchestrator's public key(s), hex, comma-separated: who may make control calls
+    # (node/service/control.py). A file holding one serves a compose stack, which makes it at
+    # start. Neither: the node takes no control call at all.
+    control_key: tuple[str, ...] = ()
+    control_key_file: Path | None = None
+    limits: dict[str, float] = Field(default_factory=dict)  # node/service/admission.py Limits
 
     @field_validator("peers", mode="before")
     @classmethod
     def _split_peers(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(peer.strip() for peer in value.split(",") if peer.strip())
+        return value
+
+    @field_validator("control_key", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("control_key")
+    @classmethod
+    def _public_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for key in value:
+            parse_public_key(key)
         return value
 
     @field_validator("protocol")
@@ -106,6 +128,22 @@ class NodeConfig(BaseModel):
     def local_batch_size(self) -> int:
         return int(self.blade.get("batch_size", 32))
 
+    def control_keys(self) -> tuple[bytes, ...]:
+        """The trusted orchestrator keys: `control_key`, and the one in `control_key_file`."""
+        keys = [parse_public_key(key) for key in self.control_key]
+        if self.control_key_file is not None:
+            try:
+                keys.append(parse_public_key(self.control_key_file.read_text()))
+            except (OSError, ValueError) as error:
+                raise NodeConfigError(f"control_key_file: {error}") from None
+        return tuple(keys)
+
+    def admission_limits(self) -> Limits:
+        try:
+            return Limits(**self.limits)
+        except (TypeError, ValueError) as error:
+            raise NodeConfigError(f"limits: {error}") from None
+
     def check_protocol(self) -> None:
         """Fails now, not at the first record, when the protocol's own settings are wrong."""
         if self.protocol == "dfl":
@@ -113,6 +151,8 @@ class NodeConfig(BaseModel):
         else:
             self.blade_config()
             _ = self.pow_difficulty
+        self.control_keys()
+        self.admission_limits()
 
 
 def _environment_overrides(environ: Mapping[str, str]) -> dict[str, str]:

@@ -56,6 +56,11 @@ GOSSIP_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.
 MINING_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
+SCORED_PEERS_SHOWN = (
+    20  # bounded label cardinality: a flood of connections is not a flood of series
+)
+
+
 class ProfilerCollector(Collector):
     """Exports the profiler's totals when scraped, plus the process's (and cgroup's) own CPU.
 
@@ -152,6 +157,21 @@ class NodeMetrics:
         self.transactions_per_block = Gauge(
             "dfl_transactions_per_block", "Transactions in the last finalized block.", registry=r
         )
+        self.peer_score = Gauge(
+            "dfl_peer_score",
+            f"Misbehaviour score of the {SCORED_PEERS_SHOWN} worst-scored peers (connection, or "
+            "generator:ADDRESS); at the ban score a peer is refused for a while.",
+            ("peer",),
+            registry=r,
+        )
+        self.ml_pending = Gauge(
+            "dfl_ml_pending", "ML jobs queued or running on the node's ML thread.", registry=r
+        )
+        self.peers_banned = Gauge(
+            "dfl_peers_banned",
+            "Connections and generators refused for misbehaviour now.",
+            registry=r,
+        )
         self.confirmations_per_block = Gauge(
             "dfl_confirmations_per_block", "Confirmations in the last finalized block.", registry=r
         )
@@ -229,6 +249,7 @@ class NodeMetrics:
         self.accuracy.labels("local")
 
         self._reputation_peers: set[str] = set()
+        self._scored_peers: set[str] = set()
         self._synced: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -291,6 +312,20 @@ class NodeMetrics:
             self._reputation_peers = set(reputations)
             for peer, value in reputations.items():
                 self.reputation.labels(peer).set(value)
+
+    def set_peer_scores(self, scores: Mapping[str, float], banned: int) -> None:
+        """The worst-scored peers' scores (others' series are dropped) and the count of bans."""
+        worst = sorted(
+            ((score, peer) for peer, score in scores.items() if score > 0), reverse=True
+        )[:SCORED_PEERS_SHOWN]
+        shown = {peer for _, peer in worst}
+        with self._lock:
+            for gone in self._scored_peers - shown:
+                self.peer_score.remove(gone)
+            self._scored_peers = shown
+            for score, peer in worst:
+                self.peer_score.labels(peer).set(score)
+        self.peers_banned.set(banned)
 
     def samples_injected(self, count: int) -> None:
         self.samples_injected_total.inc(count)

@@ -31,6 +31,19 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
+MAX_CONCURRENT_STREAMS = 64  # per connection: one client cannot hold every RPC slot
+
+
+def server_options(max_request_bytes: int) -> list[tuple[str, int]]:
+    """A node's server: requests up to the largest record (the gate refuses anything between
+    its own bounds and this), answers as large as a chain or a round's models."""
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", max_request_bytes + 1024),
+        ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+    ]
+
+
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 

@@ -12,8 +12,12 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator.spec import ExperimentSpec, SpecError, load_spec, parse_override, with_overrides
+
+if TYPE_CHECKING:
+    from node.service.control import ControlSigner
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,3 +55,44 @@ def spec_from_args(
     except SpecError as error:
         print(f"error: {error}", file=sys.stderr)
         return None
+
+
+CONTROL_KEY_ENV = "DFL_CONTROL_KEY"
+
+
+def add_control_key_argument(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """--control-key: the orchestrator key the nodes obey (node/service/control.py)."""
+    when = "required" if required else "default: a fresh key for this run"
+    parser.add_argument(
+        "--control-key",
+        type=Path,
+        default=os.environ.get(CONTROL_KEY_ENV) or None,
+        metavar="FILE",
+        help=f"the orchestrator's private key (PEM), whose public key is in every node's "
+        f"config as control_key; ${CONTROL_KEY_ENV} sets it too ({when}). Make one with "
+        "`dfl control-key DIR`.",
+    )
+
+
+def control_from_args(
+    args: argparse.Namespace, *, required: bool
+) -> tuple[bool, ControlSigner | None]:
+    """(True, the ControlSigner or None) or (False, None) after printing what is wrong."""
+    from node.ledger.keys import KeyFileError
+    from node.service.control import ControlSigner
+
+    if args.control_key is None:
+        if required:
+            print(
+                f"error: --control-key FILE (or ${CONTROL_KEY_ENV}) is required: the key whose "
+                "public half the nodes were given as control_key; make one with "
+                "`dfl control-key DIR`",
+                file=sys.stderr,
+            )
+            return False, None
+        return True, None
+    try:
+        return True, ControlSigner.load(args.control_key)
+    except KeyFileError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return False, None

@@ -17,7 +17,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.commands.common import add_spec_arguments, spec_from_args
+from node.service.control import ControlSigner
+from orchestrator.commands.common import (
+    add_control_key_argument,
+    add_spec_arguments,
+    control_from_args,
+    spec_from_args,
+)
 from orchestrator.endpoint import NodeEndpoint
 from orchestrator.spec import ExperimentSpec
 
@@ -44,6 +50,7 @@ class RemoteFleet:
 
     spec: ExperimentSpec
     nodes: list[NodeEndpoint]
+    control: ControlSigner
     started_at: float = 0.0
     elapsed: float | None = None
     tolerate_exits: bool = True
@@ -81,6 +88,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--duration", type=float, default=None, help="seconds (default: forever)")
     parser.add_argument("--out", type=Path, default=None, help="write metrics.csv here")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_control_key_argument(parser, required=True)
     parser.set_defaults(handler=orchestrate_command)
 
 
@@ -103,13 +111,16 @@ def orchestrate_command(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    ok, control = control_from_args(args, required=True)
+    if not ok:
+        return 2
 
     from orchestrator.driver import METRICS_FILE, Progress, RunFailed, drive, signals_set
     from orchestrator.exporter import OrchestratorMetrics
 
     exporter = OrchestratorMetrics()
     exporter.serve(args.metrics_port)
-    fleet = RemoteFleet(spec, nodes)
+    fleet = RemoteFleet(spec, nodes, control)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "spec.yaml").write_text(spec.to_yaml())

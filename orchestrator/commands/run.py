@@ -6,7 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from orchestrator.commands.common import add_spec_arguments, spec_from_args
+from orchestrator.commands.common import (
+    add_control_key_argument,
+    add_spec_arguments,
+    control_from_args,
+    spec_from_args,
+)
 
 RUNTIMES = ("local", "docker")
 
@@ -37,6 +42,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="docker: the node image (default: $DFL_IMAGE, else dfl-testbed:latest)",
     )
+    add_control_key_argument(parser, required=False)
     parser.set_defaults(handler=run_command)
 
 
@@ -45,7 +51,8 @@ def run_command(args: argparse.Namespace) -> int:
     from orchestrator.report import render_report
 
     spec = spec_from_args(args)
-    if spec is None:
+    ok, control = control_from_args(args, required=False)
+    if spec is None or not ok:
         return 2
     if args.out.exists() and any(args.out.iterdir()):
         print(f"error: {args.out} is not empty; choose a new --out", file=sys.stderr)
@@ -63,7 +70,12 @@ def run_command(args: argparse.Namespace) -> int:
 
             try:
                 run_docker(
-                    spec, args.out, progress=not args.quiet, keep=args.keep, image=args.image
+                    spec,
+                    args.out,
+                    progress=not args.quiet,
+                    keep=args.keep,
+                    image=args.image,
+                    control=control,
                 )
             except DockerUnavailable as error:
                 print(f"error: {error}", file=sys.stderr)
@@ -71,7 +83,7 @@ def run_command(args: argparse.Namespace) -> int:
         else:
             from orchestrator.runtimes.local import run_local
 
-            run_local(spec, args.out, progress=not args.quiet)
+            run_local(spec, args.out, progress=not args.quiet, control=control)
     except RunFailed as error:
         print(f"error: {error}", file=sys.stderr)
         render_report(args.out)

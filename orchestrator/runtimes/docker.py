@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from node.service.control import ControlSigner
 from orchestrator.driver import RunFailed, run_experiment, write_run_info
 from orchestrator.endpoint import NodeEndpoint
 from orchestrator.exporter import OrchestratorMetrics
@@ -99,6 +100,7 @@ class DockerRun:
     prometheus: Any = None
     prometheus_url: str | None = None
     exporter: OrchestratorMetrics = field(default_factory=OrchestratorMetrics)
+    control: ControlSigner = field(default_factory=ControlSigner.generate)  # the run's own key
     health: dict[str, Counter[str]] = field(default_factory=dict)
 
     @property
@@ -118,6 +120,7 @@ class DockerRun:
             "advertise": f"{node.name}:{GRPC_PORT}",
             "metrics_port": METRICS_PORT,
             "peers": [f"{peer}:{GRPC_PORT}" for peer in peers],
+            "control_key": [self.control.public_hex],
             **experiment_settings(self.spec, node.index, self.pow_difficulty),
         }
 
@@ -348,6 +351,7 @@ def run_docker(
     progress: bool = True,
     keep: bool = False,
     image: str | None = None,
+    control: ControlSigner | None = None,
 ) -> DockerRun:
     """Runs the experiment in containers to its end (or Ctrl-C); leaves everything in `out`."""
     import docker.errors
@@ -356,7 +360,9 @@ def run_docker(
     client = connect(image)
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.yaml").write_text(spec.to_yaml())
-    run = DockerRun(spec, out, image, client, keep=keep)
+    run = DockerRun(
+        spec, out, image, client, keep=keep, control=control or ControlSigner.generate()
+    )
 
     try:
         try:

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import yaml
 
+from node.service.control import ControlSigner
 from node.service.main import MALLOC_SETTING
 from orchestrator.driver import run_experiment, write_run_info
 from orchestrator.endpoint import NodeEndpoint
@@ -71,6 +72,7 @@ class LocalRun:
     tolerate_exits: bool = False  # a test that kills nodes on purpose sets this
     pow_difficulty: float | None = None  # BLADE-FL: given by the spec or calibrated in prepare
     elapsed: float | None = None  # how long it ran (a BLADE-FL run may end before its duration)
+    control: ControlSigner = field(default_factory=ControlSigner.generate)  # the run's own key
 
     def node_config(self, node: LocalNode) -> dict[str, Any]:
         return {
@@ -80,6 +82,7 @@ class LocalRun:
             "port": node.port,
             "metrics_port": node.metrics_port,
             "peers": node.peers,
+            "control_key": [self.control.public_hex],
             **experiment_settings(self.spec, node.index, self.pow_difficulty),
         }
 
@@ -143,11 +146,18 @@ class LocalRun:
         return f"exited with {process.returncode}; see {node.data_dir / 'node.log'}"
 
 
-def run_local(spec: ExperimentSpec, out: Path, *, progress: bool = True) -> LocalRun:
-    """Runs the experiment to its end (or Ctrl-C) and leaves everything in `out`."""
+def run_local(
+    spec: ExperimentSpec,
+    out: Path,
+    *,
+    progress: bool = True,
+    control: ControlSigner | None = None,
+) -> LocalRun:
+    """Runs the experiment to its end (or Ctrl-C) and leaves everything in `out`; `control`
+    is the key the nodes obey (a fresh one when None)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.yaml").write_text(spec.to_yaml())
-    run = LocalRun(spec, out)
+    run = LocalRun(spec, out, control=control or ControlSigner.generate())
     run.prepare()
 
     try:

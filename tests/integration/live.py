@@ -145,8 +145,15 @@ def wait_for(
 # --- talking to a node ---------------------------------------------------------------------------
 
 
-def channel(node: LocalNode) -> grpc.Channel:
-    return grpc.insecure_channel(node.target, options=CHANNEL_OPTIONS)
+def channel(node: LocalNode, *, own_connection: bool = False) -> grpc.Channel:
+    """`own_connection`: not shared with other channels to the node (gRPC shares by default),
+    so the node scores and rate-limits it as a peer of its own."""
+    options = (
+        [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+        if own_connection
+        else CHANNEL_OPTIONS
+    )
+    return grpc.insecure_channel(node.target, options=options)
 
 
 def status(node: LocalNode, timeout: float = 5.0) -> node_pb2.NodeStatus:

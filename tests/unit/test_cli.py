@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 
@@ -45,3 +47,23 @@ def test_help_lists_every_command(capsys) -> None:
 @pytest.mark.parametrize("reason", list(RejectReason), ids=lambda r: r.label)
 def test_every_reject_reason_maps_to_a_real_grpc_status(reason: RejectReason) -> None:
     assert grpc.StatusCode[reason.grpc_status] is not grpc.StatusCode.OK
+
+
+def test_control_key_makes_a_key_says_how_to_pass_it_and_never_overwrites(tmp_path, capsys) -> None:
+    from node.service.control import ControlSigner
+
+    assert main(["control-key", str(tmp_path / "keys")]) == 0
+    printed = capsys.readouterr().out
+    signer = ControlSigner.load(tmp_path / "keys" / "control_key.pem")
+    assert f"DFL_NODE_CONTROL_KEY={signer.public_hex}" in printed
+    assert "--control-key" in printed
+    assert main(["control-key", str(tmp_path / "keys")]) == 1
+    assert ControlSigner.load(tmp_path / "keys" / "control_key.pem").public_hex == signer.public_hex
+
+
+def test_orchestrate_without_a_control_key_says_how_to_make_one(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("DFL_CONTROL_KEY", raising=False)
+    spec = str(Path(__file__).resolve().parents[2] / "experiments" / "compose-dfl.yaml")
+    nodes = [f"--node=node{i}=node{i}:50051" for i in range(4)]
+    assert main(["orchestrate", spec, *nodes]) == 2
+    assert "dfl control-key DIR" in capsys.readouterr().err

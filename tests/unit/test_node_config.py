@@ -46,3 +46,34 @@ def test_a_bad_setting_names_its_field(tmp_path: Path, text: str, environ, field
     path.write_text(text)
     with pytest.raises(NodeConfigError, match=field):
         load_node_config(path, environ)
+
+
+def test_a_node_started_without_settings_listens_on_loopback_only() -> None:
+    assert load_node_config(None, environ={}).listen == "127.0.0.1"
+
+
+def test_control_keys_come_from_the_config_and_a_file(tmp_path) -> None:
+    from node.service.control import ControlSigner
+
+    first, second = ControlSigner.generate(), ControlSigner.generate()
+    second.save(tmp_path)
+    config = load_node_config(
+        None,
+        environ={"DFL_NODE_CONTROL_KEY": first.public_hex},
+        control_key_file=tmp_path / "control_key.pub",
+    )
+    assert config.control_keys() == (first.key.public_key, second.key.public_key)
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"control_key": "04abcd"}, "control_key"),
+        ({"control_key_file": "/nonexistent/control_key.pub"}, "control_key_file"),
+        ({"limits": {"max_pending_ml": 0}}, "max_pending_ml"),
+        ({"limits": {"queue": 3}}, "limits"),
+    ],
+)
+def test_bad_control_or_limit_settings_name_their_field(settings, field: str) -> None:
+    with pytest.raises(NodeConfigError, match=field):
+        load_node_config(None, environ={}, **settings)
