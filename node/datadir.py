@@ -2,6 +2,10 @@
 that reads it back (orchestrator/report/):
 
     DATA_DIR/chain.sqlite   the chain store (node/ledger/store.py)
+    DATA_DIR/model.safetensors
+                            the node's model, replaced atomically at every aggregation and on
+                            a clean stop, so that a restarted node resumes from it
+                            (node/host/checkpoint.py)
     DATA_DIR/profile.json   the profiler's snapshot: CPU seconds by (task, category), the
                             process's own CPU seconds, the profiled total
     DATA_DIR/rounds.jsonl   BLADE-FL only: one line per appended block, with the block's
@@ -20,6 +24,7 @@ from node.ledger.store import STORE_FILE
 
 __all__ = [
     "CATEGORIES",
+    "CHECKPOINT_FILE",
     "PROFILE_FILE",
     "ROUNDS_FILE",
     "SAMPLES_FILE",
@@ -27,6 +32,7 @@ __all__ = [
     "TASKS",
 ]
 
+CHECKPOINT_FILE = "model.safetensors"
 PROFILE_FILE = "profile.json"
 ROUNDS_FILE = "rounds.jsonl"
 SAMPLES_FILE = "samples.json"

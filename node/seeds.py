@@ -36,6 +36,7 @@ class Purpose(enum.IntEnum):
     RECORD = 9  # the simulator's accuracy records on the common test set
     TEST_SET = 10  # the orchestrator's common test set
     INITIAL_MODEL = 11  # the weights every node of the experiment starts from
+    NETWORK_FAULT = 12  # which messages a node's injected loss drops, and its jitter
 
 
 # How many coordinates each purpose's streams take (the node index, and a record's tick). A
@@ -53,6 +54,7 @@ ARITY = {
     Purpose.RECORD: 2,
     Purpose.TEST_SET: 0,
     Purpose.INITIAL_MODEL: 0,
+    Purpose.NETWORK_FAULT: 1,
 }
 MAX_SEED = 2**32 - 1  # one entropy word: a larger seed would spill into the purpose's place
 

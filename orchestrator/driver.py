@@ -32,7 +32,9 @@ from orchestrator.datasets import load_dataset
 from orchestrator.endpoint import NodeEndpoint
 from orchestrator.evaluator import TestSetEvaluator
 from orchestrator.exporter import OrchestratorMetrics
+from orchestrator.faults import NO_FAULTS_HINT, FaultRunner, ProcessFaults
 from orchestrator.injector import inject, training_samples
+from orchestrator.report.schema import FAULTS_FILE
 from orchestrator.spec import ExperimentSpec
 from proto.dfl.v1 import node_pb2, node_pb2_grpc
 
@@ -55,6 +57,7 @@ class Fleet(Protocol):
     started_at: float
     elapsed: float | None
     tolerate_exits: bool
+    down: set[str]  # nodes a scheduled fault keeps down (crashed, paused): not sampled
 
     @property
     def nodes(self) -> Sequence[NodeEndpoint]: ...
@@ -89,6 +92,7 @@ SUMMED_SAMPLES = {
     "dfl_mining_seconds_sum": "mining_seconds",
     "dfl_mining_seconds_count": "mining_searches",
     "dfl_forks_total": "forks",
+    "dfl_send_failures_total": "send_failures",
 }
 # Samples copied as they are, when the node exports them (the cgroup ones only in a container).
 COPIED_SAMPLES = {
@@ -108,6 +112,9 @@ def scrape_node_metrics(url: str) -> dict[str, float]:
             if sample.name == "dfl_cpu_seconds_total":
                 key = f"cpu_seconds:{sample.labels['task']}:{sample.labels['category']}"
                 values[key] = sample.value
+            elif sample.name == "dfl_network_fault_messages_total":  # by fate, in + out summed
+                key = f"fault_messages_{sample.labels['fate']}"
+                values[key] = values.get(key, 0.0) + sample.value
             elif sample.name in SUMMED_SAMPLES:
                 values[SUMMED_SAMPLES[sample.name]] += sample.value
             elif sample.name in COPIED_SAMPLES:
@@ -182,7 +189,7 @@ async def sample(
     loop = asyncio.get_running_loop()
     rows: dict[str, dict[str, float]] = {}
     for node in fleet.nodes:
-        if fleet.failure_of(node) is not None:
+        if node.name in fleet.down or fleet.failure_of(node) is not None:
             continue
         try:
             status = await stubs[node.name].GetStatus(node_pb2.StatusRequest(), timeout=10.0)
@@ -250,6 +257,10 @@ async def drive(
             )
             for node in fleet.nodes
         ]
+        faults = _fault_runner(fleet, stubs, metrics_csv, exporter)
+        faulting = (
+            asyncio.ensure_future(faults.run(start, injecting)) if faults is not None else None
+        )
         interval = spec.evaluation.interval_seconds
         while not stop.is_set():
             elapsed = loop.time() - start
@@ -279,11 +290,63 @@ async def drive(
         fleet.elapsed = loop.time() - start
         injecting.set()
         await asyncio.gather(*injectors, return_exceptions=True)
+        if faulting is not None:
+            await faulting
     finally:
         if metrics is not None:
             metrics.close()
         for channel in channels.values():
             await channel.close()
+
+
+def _fault_runner(
+    fleet: Fleet,
+    stubs: dict[str, node_pb2_grpc.NodeStub],
+    metrics_csv: Path | None,
+    exporter: OrchestratorMetrics | None,
+) -> FaultRunner | None:
+    """The spec's fault schedule against this fleet, if it has one (RunFailed if the runtime
+    cannot carry faults out)."""
+    spec = fleet.spec
+    if not spec.faults:
+        return None
+    if not isinstance(fleet, ProcessFaults):
+        raise RunFailed(f"this runtime cannot carry out the spec's faults: {NO_FAULTS_HINT}")
+    nodes = sorted(fleet.nodes, key=lambda node: node.index)
+
+    async def set_network(index: int, fault: node_pb2.NetworkFault) -> None:
+        node = nodes[index]
+        metadata = signed(fleet, node, "SetNetworkFault")()
+        await stubs[node.name].SetNetworkFault(fault, timeout=5.0, metadata=metadata)
+
+    async def heights() -> dict[str, int]:
+        found = {}
+        for node in nodes:
+            if node.name in fleet.down:
+                continue
+            try:
+                status = await stubs[node.name].GetStatus(node_pb2.StatusRequest(), timeout=2.0)
+            except grpc.aio.AioRpcError:
+                continue
+            found[node.name] = status.chain_height
+        return found
+
+    directory = metrics_csv.parent if metrics_csv is not None else Path(".")
+    names = [node.name for node in nodes]
+
+    def changed(kind: str, indices: Sequence[int], active: bool) -> None:
+        if exporter is not None:
+            exporter.fault_changed(kind, [names[i] for i in indices], active)
+
+    return FaultRunner(
+        spec,
+        fleet,
+        set_network,
+        fleet.peer_address,
+        directory / FAULTS_FILE,
+        heights,
+        on_change=changed,
+    )
 
 
 def _all_rounds_done(fleet: Fleet, rows: dict[str, dict[str, float]], rounds: int) -> bool:

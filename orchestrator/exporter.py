@@ -2,12 +2,14 @@
 
 A node reports accuracy on its own recent samples; only the orchestrator holds the common test
 set, so the fair accuracy (the one the dashboards plot per node) is exported from here, labelled
-with the node it measured.
+with the node it measured. So is what the orchestrator does to the nodes: which scheduled
+faults (the spec's `faults:`) are in effect on which node, for the dashboards' fault panel and
+their fault-window annotations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
@@ -37,6 +39,26 @@ class OrchestratorMetrics:
             ("node",),
             registry=self.registry,
         )
+        self.fault_active = Gauge(
+            "dfl_fault_active",
+            "1 while a scheduled fault of this kind (crash, pause, latency, loss, partition) is "
+            "in effect on the node, 0 once it is lifted.",
+            ("kind", "node"),
+            registry=self.registry,
+        )
+        self._active_faults: dict[tuple[str, str], int] = {}
+
+    def fault_changed(self, kind: str, nodes: Iterable[str], active: bool) -> None:
+        """A fault of `kind` began (`active`) or was lifted on the nodes (by name).
+
+        Counted per kind and node, so that the gauge stays 1 until the last of two overlapping
+        faults of one kind on a node is lifted; a lift without a begin leaves it at 0.
+        """
+        for node in nodes:
+            key = (kind, node)
+            count = max(self._active_faults.get(key, 0) + (1 if active else -1), 0)
+            self._active_faults[key] = count
+            self.fault_active.labels(kind, node).set(1 if count else 0)
 
     def injected_into(self, node: str) -> Callable[[int], None]:
         """A callback for the injector: counts samples the node accepted."""

@@ -129,3 +129,9 @@ class BladeHost:
     def weights(self) -> bytes:
         """The global model (what the block's models average to), not a half-trained local one."""
         return encode_f32le(self.global_weights)
+
+    def resume(self, weights: np.ndarray) -> None:
+        """Continues from a saved global model (node/host/checkpoint.py): the next round starts
+        from it. Called before any ML work, once the genesis has been built from the initial one."""
+        self.global_weights = np.array(weights, dtype=np.float32)
+        self.learner.set_weights(self.global_weights)

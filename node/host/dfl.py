@@ -110,5 +110,13 @@ class DflHost:
     def weights(self) -> bytes:
         return encode_f32le(self.learner.weights())
 
+    def resume(self, weights: np.ndarray, iteration: int = 0) -> None:
+        """Continues from a saved model (node/host/checkpoint.py) instead of the initial one,
+        the learning-rate schedule at `iteration` steps. Called before any ML work, once the
+        genesis has been built from the initial model. Momentum is not saved: it restarts from
+        zero, a transient of a few steps."""
+        self.learner.set_weights(weights)
+        self.learner.solver.iteration = iteration
+
     def _test(self, weights: np.ndarray) -> float:
         return self.tester.accuracy_of(weights, *self.samples.test_sample(self.test_batch))

@@ -35,6 +35,7 @@ import numpy as np
 
 from node import seeds
 from node.datadir import PROFILE_FILE, STORE_FILE
+from node.host.checkpoint import Checkpoint, CheckpointError, SavedModel
 from node.host.dispatch import BladeDispatcher, DflDispatcher
 from node.host.genesis import experiment_genesis
 from node.learning.training import Learner
@@ -53,6 +54,7 @@ from node.service.admission import GENERATOR_PREFIX, Admission, generator_peer
 from node.service.config import NodeConfig
 from node.service.control import ControlVerifier
 from node.service.metrics import NodeMetrics
+from node.service.netfault import IncomingFaults, NetworkFault, NetworkFaults, OutgoingFaults
 from node.service.peers import SENDER_METADATA, SERVICE, PeerClient, server_options
 from node.service.profiler import Profiler
 from node.service.rpc import Gate, Method, Refused
@@ -114,6 +116,9 @@ class NodeBase:
         self.admission = Admission(self.limits)
         verifier = ControlVerifier(config.control_keys(), self.key.address)
         self.gate = Gate(self.admission, verifier, self.metrics.rejected)
+        self.network_faults = NetworkFaults(
+            config.seed, config.index, on_fault=self.metrics.network_fault_message
+        )
         self._ml = ThreadPoolExecutor(1, thread_name_prefix="ml")
         self._ml_pending = 0  # ML jobs submitted and not yet reported back
         self._peers: dict[str, PeerClient] = {}
@@ -141,9 +146,34 @@ class NodeBase:
         )
         self.genesis = genesis
         self.store = open_chain(self.config, self.key, genesis)
+        self.checkpoint = Checkpoint(config.data_dir, genesis)
+        self.checkpoint_seconds: float | None = None  # how long the last save took
         self.metrics.set_info(self.key.address.hex(), genesis.digest.hex())
         self.metrics.set_chain_height(self.store.height)
         self.metrics.set_peers(self.config.peers)
+
+    def _saved_model(self) -> SavedModel | None:
+        """The data directory's checkpoint, if any; one that does not fit this experiment stops
+        the node (DataDirectoryError names the file and what to do)."""
+        try:
+            saved = self.checkpoint.load()
+        except CheckpointError as error:
+            self.store.close()
+            raise DataDirectoryError(str(error)) from None
+        if saved is not None:
+            log.info("resuming from %s instead of the initial model", saved.summary())
+        return saved
+
+    def _save_model(self, weights: np.ndarray, reason: str, **metadata: object) -> None:
+        """On the ML thread, or once it has stopped (the learner is then that thread's to read).
+        A failed save (a full disk) is logged and leaves the previous checkpoint in place."""
+        try:
+            seconds = self.checkpoint.save(weights, reason=reason, **metadata)
+        except OSError as error:
+            log.warning("could not save the model to %s: %s", self.checkpoint.path, error)
+            return
+        self.checkpoint_seconds = seconds
+        log.debug("model saved (%s) in %.1f ms", reason, seconds * 1000)
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -153,6 +183,7 @@ class NodeBase:
         server = grpc.aio.server(
             options=server_options(self.max_record_bytes),
             maximum_concurrent_rpcs=self.limits.max_concurrent_rpcs,
+            interceptors=[IncomingFaults(self.network_faults)],
         )
         server.add_generic_rpc_handlers((self._rpc_handler(),))
         self.port = server.add_insecure_port(f"{self.config.listen}:{self.config.port}")
@@ -217,6 +248,7 @@ class NodeBase:
             timeout=self.config.peer_timeout,
             retries=self.config.peer_retries,
             on_failure=lambda target, code: self.metrics.send_failed(target, code),
+            interceptors=[OutgoingFaults(self.network_faults, peer)],
         )
 
     def _spawn(self, coroutine: Any) -> None:
@@ -359,6 +391,7 @@ class NodeBase:
             "AddPeer": Method(self._add_peer, node_pb2.PeerRequest, small),
             "RemovePeer": Method(self._remove_peer, node_pb2.PeerRequest, small),
             "ListPeers": Method(self._list_peers, node_pb2.PeerRequest, small),
+            "SetNetworkFault": Method(self._set_network_fault, node_pb2.NetworkFault, small),
             **self._extra_methods(),
         }
 
@@ -529,6 +562,18 @@ class NodeBase:
                 RejectReason.BAD_PEER_ADDRESS, f"{request.peer!r} is not a peer", "NOT_FOUND"
             )
         return self._set_peers(tuple(p for p in self.engine.state.peers if p != request.peer))
+
+    async def _set_network_fault(
+        self, request: node_pb2.NetworkFault, context: grpc.aio.ServicerContext
+    ) -> node_pb2.NetworkFault:
+        try:
+            fault = NetworkFault.from_message(request)
+        except ValueError as error:
+            raise Refused(RejectReason.MALFORMED, str(error)) from None
+        self.network_faults.fault = fault
+        self.metrics.set_network_fault(fault.delay, fault.jitter, fault.loss, len(fault.cut))
+        log.info("network fault now: %s", "none" if fault.healthy else fault)
+        return fault.to_message()
 
     async def _list_peers(
         self, request: node_pb2.PeerRequest, context: grpc.aio.ServicerContext

@@ -9,6 +9,12 @@ search to its end (found, or stopped) goes to dfl_mining_seconds.
 After each block, the client appends a line to `rounds.jsonl` in its data directory: the round,
 the block's miner and, for every model in the block, the peer it resembles most (see
 node/host/resemblance.py), which is how a run report shows lazy clients' plagiarism.
+
+The global model survives a restart in the data directory's checkpoint (node/host/checkpoint.py):
+saved after every round's aggregation, written on the ML thread so the loop never waits on the
+disk, and once more on a clean stop; loaded at start after the genesis has been built from the
+initial model, which must not change across restarts. A client killed between appending a block
+and aggregating its round resumes from the round before (the log line says which).
 """
 
 from __future__ import annotations
@@ -77,7 +83,8 @@ class BladeNode(NodeBase, HostObserver):
             dataset_size=protocol.dataset_size,
             batch_size=config.local_batch_size,
         )
-        self._open(self.host.learner, extras)
+        self._open(self.host.learner, extras)  # the genesis, from the initial model every start
+        self._resume()
         self.engine = BladeEngine(
             self.key,
             self.genesis,
@@ -94,6 +101,12 @@ class BladeNode(NodeBase, HostObserver):
         self._mining = None
         self._miner.shutdown(wait=True, cancel_futures=True)
         super()._stop_workers()
+        self._save_model(self.host.global_weights, "stop", height=self.store.height)
+
+    def _resume(self) -> None:
+        saved = self._saved_model()
+        if saved is not None:
+            self.host.resume(saved.weights)
 
     def collect(self, images: np.ndarray, labels: np.ndarray) -> None:
         self.host.collect(images, labels)
@@ -169,6 +182,12 @@ class BladeNode(NodeBase, HostObserver):
         self, round: int, models: Sequence[PoolModel], found: Sequence[Resemblance]
     ) -> None:
         self.metrics.round_completed()
+        # The round's global model, taken now: the host replaces the array at each aggregation
+        # and never writes into it, so a later round cannot change what is saved as this one.
+        weights, height = self.host.global_weights, self.store.height
+        self.run_ml(
+            "other", lambda: self._save_model(weights, f"round {round}", height=height), _nothing
+        )
         if self.host.local_accuracy is not None:
             self.metrics.set_accuracy(self.host.local_accuracy, "local")
         block = self.store.block(round) if self.store.height >= round else None
@@ -228,3 +247,7 @@ class BladeNode(NodeBase, HostObserver):
     def _transaction_counts(self) -> tuple[int, int]:
         counters = self.engine.state.counters
         return counters["models_created"], counters["models_received"]
+
+
+def _nothing(_: object) -> None:
+    """A saved checkpoint tells the engine nothing."""

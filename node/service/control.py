@@ -24,7 +24,9 @@ from pathlib import Path
 from node.ledger.hashing import digest_bytes
 from node.ledger.keys import PUBLIC_KEY_SIZE, KeyFileError, NodeKey, verify_signature
 
-CONTROL_METHODS = frozenset({"InjectSamples", "AddPeer", "RemovePeer", "GetModel"})
+CONTROL_METHODS = frozenset(
+    {"InjectSamples", "AddPeer", "RemovePeer", "GetModel", "SetNetworkFault"}
+)
 KEY_FILE = "control_key.pem"
 PUBLIC_FILE = "control_key.pub"  # the public key in hex, what node configs name
 

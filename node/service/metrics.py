@@ -164,6 +164,19 @@ class NodeMetrics:
             ("peer",),
             registry=r,
         )
+        self.network_fault = Gauge(
+            "dfl_network_fault",
+            "The network fault injected on this node now: delay and jitter (s), loss "
+            "(probability), cut (peers cut off).",
+            ("kind",),
+            registry=r,
+        )
+        self.network_fault_messages_total = Counter(
+            "dfl_network_fault_messages",
+            "Peer messages an injected network fault dropped or delayed, by direction.",
+            ("direction", "fate"),
+            registry=r,
+        )
         self.ml_pending = Gauge(
             "dfl_ml_pending", "ML jobs queued or running on the node's ML thread.", registry=r
         )
@@ -247,6 +260,10 @@ class NodeMetrics:
         for kind in MessageKind:
             self.bytes_sent_total.labels(kind.value)
         self.accuracy.labels("local")
+        self.set_network_fault(0.0, 0.0, 0.0, 0)
+        for direction in ("in", "out"):
+            for fate in ("dropped", "delayed"):
+                self.network_fault_messages_total.labels(direction, fate)
 
         self._reputation_peers: set[str] = set()
         self._scored_peers: set[str] = set()
@@ -312,6 +329,13 @@ class NodeMetrics:
             self._reputation_peers = set(reputations)
             for peer, value in reputations.items():
                 self.reputation.labels(peer).set(value)
+
+    def set_network_fault(self, delay: float, jitter: float, loss: float, cut: int) -> None:
+        for kind, value in (("delay", delay), ("jitter", jitter), ("loss", loss), ("cut", cut)):
+            self.network_fault.labels(kind).set(value)
+
+    def network_fault_message(self, direction: str, fate: str) -> None:
+        self.network_fault_messages_total.labels(direction, fate).inc()
 
     def set_peer_scores(self, scores: Mapping[str, float], banned: int) -> None:
         """The worst-scored peers' scores (others' series are dropped) and the count of bans."""

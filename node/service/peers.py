@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -44,6 +44,7 @@ def server_options(max_request_bytes: int) -> list[tuple[str, int]]:
     ]
 
 
+DROPPED = "network fault: dropped"  # what an injected loss answers (node/service/netfault.py)
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
@@ -62,13 +63,16 @@ class PeerClient:
         timeout: float,
         retries: int,
         on_failure: Callable[[str, str], None] = lambda peer, code: None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self.target = target
         self._metadata = ((SENDER_METADATA, sender),)
         self._timeout = timeout
         self._retries = retries
         self._on_failure = on_failure
-        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = grpc.aio.insecure_channel(
+            target, options=CHANNEL_OPTIONS, interceptors=list(interceptors)
+        )
         self._calls = {
             kind: self._channel.unary_unary(
                 f"/{SERVICE}/{method}",
@@ -89,9 +93,10 @@ class PeerClient:
                 if code in RETRYABLE and attempt < self._retries:
                     await asyncio.sleep(0.2 * 2**attempt)
                     continue
-                if code not in RETRYABLE:
-                    # The peer refused the record (duplicate, expired, ...): normal in gossip.
-                    log.debug("%s refused %s: %s", self.target, kind.value, error.details())
+                if code not in RETRYABLE or error.details() == DROPPED:
+                    # The peer refused the record (duplicate, expired, ...): normal in gossip;
+                    # or an injected fault lost it, which the fault's own counters show.
+                    log.debug("%s did not take %s: %s", self.target, kind.value, error.details())
                 else:
                     log.warning("%s unreachable for %s: %s", self.target, kind.value, code.name)
                 self._on_failure(self.target, code.name)

@@ -3,6 +3,11 @@
 node/service/base.py holds what every node does (gRPC, peers, profiling, lifecycle); this file
 holds what DFL adds: the engine, its host and dispatcher (node/host/, shared with the simulator),
 the draft and confirmation RPCs, and what a finished block or ML step means for the metrics.
+
+The model survives a restart in the data directory's checkpoint (node/host/checkpoint.py): saved
+after every aggregation, on the ML thread (the only one that may read the learner while the node
+runs, and so the loop never waits on the disk), and once more on a clean stop; loaded at start
+after the genesis has been built from the initial model, which must not change across restarts.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ class DflNode(NodeBase, HostObserver):
             samples=self.samples,
             test_batch=config.test_batch,
         )
-        self._open(self.host.learner)
+        self._open(self.host.learner)  # the genesis, from the initial model on every start
+        self._resume()
         self.engine = DflEngine(
             self.key,
             self.genesis,
@@ -59,6 +65,25 @@ class DflNode(NodeBase, HostObserver):
             head_digest=self.store.head_digest,
         )
         self.dispatch = DflDispatcher(self.host, self, self)
+
+    def _resume(self) -> None:
+        saved = self._saved_model()
+        if saved is not None:
+            self.host.resume(saved.weights, int(saved.metadata.get("solver_iteration", "0")))
+
+    def _save_learner(self, reason: str, height: int) -> None:
+        """On the ML thread, or once it has stopped: the learner is then this thread's."""
+        learner = self.host.learner
+        self._save_model(
+            learner.weights(),
+            reason,
+            height=height,
+            solver_iteration=learner.solver.iteration,
+        )
+
+    def _stop_workers(self) -> None:
+        super()._stop_workers()
+        self._save_learner("stop", self.store.height)  # the ML thread is gone: ours to read
 
     def collect(self, images: np.ndarray, labels: np.ndarray) -> None:
         self.samples.collect(images, labels)
@@ -83,6 +108,8 @@ class DflNode(NodeBase, HostObserver):
         self, models: Sequence[BufferedModel], reputation: Mapping[str, float] | None
     ) -> None:
         self.metrics.set_reputations(reputation or {})
+        height = self.store.height  # the store is the loop's; the learner, the ML thread's
+        self.run_ml("other", lambda: self._save_learner("aggregation", height), _nothing)
 
     def _record_methods(self) -> dict[str, Callable[[bytes, Any], Any]]:
         return {
@@ -102,3 +129,7 @@ class DflNode(NodeBase, HostObserver):
     def _transaction_counts(self) -> tuple[int, int]:
         counters = self.engine.state.counters
         return counters["transactions_generated"], counters["transactions_received"]
+
+
+def _nothing(_: object) -> None:
+    """A saved checkpoint tells the engine nothing."""

@@ -14,7 +14,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.service.control import ControlSigner
@@ -52,6 +52,7 @@ class RemoteFleet:
     nodes: list[NodeEndpoint]
     control: ControlSigner
     started_at: float = 0.0
+    down: set[str] = field(default_factory=set)  # the stack's nodes: never faulted from here
     elapsed: float | None = None
     tolerate_exits: bool = True
 

@@ -2,7 +2,8 @@
 
 Every number comes from the summary (summary.py), so report.md and summary.json cannot disagree;
 this module only words and lays them out. The blockchain sections, which differ between DFL and
-BLADE-FL, are in markdown_chain.py.
+BLADE-FL, are in markdown_chain.py; the Faults section, for runs with a faults.jsonl, in
+markdown_faults.py.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from orchestrator.report.cells import (
 )
 from orchestrator.report.cpu_table import TASK_LABELS, category_columns, task_rows
 from orchestrator.report.markdown_chain import chain_section, plagiarism_section, pow_chain_section
+from orchestrator.report.markdown_faults import faults_section
 from orchestrator.report.schema import (
     ACCURACY_PLOT,
     BLADE_PROTOCOL,
@@ -50,6 +52,7 @@ def report_markdown(data: RunData, summary: RunSummary) -> str:
         _header(data, summary),
         _notes(data, summary),
         _accuracy_section(summary),
+        faults_section(data, summary),
         _cpu_section(data, summary),
         pow_chain_section(data, summary)
         if summary.protocol == BLADE_PROTOCOL

@@ -1,4 +1,5 @@
-"""The run report's figures: accuracy, CPU, chain height and, for BLADE-FL, plagiarism.
+"""The run report's figures: accuracy, CPU, chain height, for BLADE-FL plagiarism, and for runs
+with faults the accuracy with the fault windows shaded.
 
 draw_plots maps a run's data onto them; each figure function takes plain mappings keyed by node
 name. Legends sit outside the axes so that they never hide a curve. Only render.py imports this
@@ -7,7 +8,9 @@ module, and only when it draws, because matplotlib is slow to import.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 
 from matplotlib.axes import Axes
@@ -29,17 +32,27 @@ from orchestrator.report.schema import (
     ACCURACY_PLOT,
     CHAIN_PLOT,
     CPU_PLOT,
+    FAULTS_PLOT,
     PLAGIARISM_PLOT,
     RunData,
 )
 from orchestrator.report.summary import CHANCE_ACCURACY, RunSummary
 
 Points = tuple[Sequence[float], Sequence[float]]  # (times in seconds, values)
+# One colour per fault kind, in the faults figure's shading and legend.
+FAULT_COLOURS = {
+    "crash": "#d62728",
+    "pause": "#ff7f0e",
+    "latency": "#bcbd22",
+    "loss": "#9467bd",
+    "partition": "#17becf",
+}
+FaultSpan = tuple[int, str, float, float | None]  # (number, kind, start, end; None: to the end)
 
 
 def draw_plots(data: RunData, summary: RunSummary, plot_dir: Path) -> None:
     """plots/*.png, the images report.md links: always all of them, the plagiarism one for a run
-    with resemblance tables only."""
+    with resemblance tables only, the faults one for a run with faults only."""
     names = list(data.nodes)
     metric = data.metrics
 
@@ -88,6 +101,15 @@ def draw_plots(data: RunData, summary: RunSummary, plot_dir: Path) -> None:
             node_order=[*by_address.values(), *sorted(set(spreads) - set(by_address.values()))],
             suspected=[n for n, v in summary.plagiarism.items() if v.suspected],
             title=f"{data.info.name}: difference to the nearest peer's model, per round",
+        )
+    if summary.faults:
+        plot_faults(
+            plot_dir / FAULTS_PLOT,
+            series("accuracy_test"),
+            [(f.number, f.kind, f.start_s, f.end_s) for f in summary.faults],
+            node_order=names,
+            end=summary.window_end_s,
+            title=f"{data.info.name}: test-set accuracy and the fault windows",
         )
 
 
@@ -299,3 +321,86 @@ def plot_plagiarism(
             bbox_to_anchor=(1.01, 1.0),
         )
     return save_figure(figure, path)
+
+
+def plot_faults(
+    path: Path,
+    accuracy: Mapping[str, Points],
+    faults: Sequence[FaultSpan],
+    *,
+    node_order: Sequence[str],
+    end: float,
+    title: str,
+) -> Path:
+    """Test-set accuracy per node, each fault's window shaded in its kind's colour and numbered
+    as in report.md's Faults table; a fault never lifted is shaded to the end of the run. A
+    node's line breaks where it went unsampled (down), rather than bridging the gap."""
+    figure = Figure(figsize=(10, 5))
+    ax = figure.add_subplot()
+    colours = node_colours(node_order)
+    for name in node_order:
+        if name in accuracy:
+            ax.plot(*_broken_at_gaps(*accuracy[name]), color=colours[name], lw=1.6)
+    last = max([end, *(max(t) for t, _ in accuracy.values() if len(t))])
+    kinds: list[str] = []
+    for number, kind, start, stop in faults:
+        colour = FAULT_COLOURS.get(kind, "grey")
+        finish = last if stop is None else stop
+        ax.axvspan(start, finish, color=colour, alpha=0.18, lw=0)
+        ax.axvline(start, color=colour, lw=0.8, alpha=0.7)
+        ax.text(
+            (start + finish) / 2,
+            1.0,
+            f"#{number}",
+            transform=ax.get_xaxis_transform(),
+            ha="center",
+            va="bottom",
+            fontsize="small",
+            color=colour,
+        )
+        if kind not in kinds:
+            kinds.append(kind)
+    if not accuracy:
+        ax.text(
+            0.5,
+            0.5,
+            "no accuracy samples in this run",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
+    ax.set_xlim(0.0, last or 1.0)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("test-set accuracy (fraction correct)")
+    ax.set_title(title, pad=16)
+    ax.grid(alpha=0.3)
+    nodes_legend = _node_legend(ax, [n for n in node_order if n in accuracy], colours)
+    if nodes_legend is not None:
+        ax.add_artist(nodes_legend)
+    shading = [Patch(color=FAULT_COLOURS.get(k, "grey"), alpha=0.35, label=k) for k in kinds]
+    ax.legend(
+        handles=shading,
+        title="fault",
+        fontsize="small",
+        loc="lower left",
+        bbox_to_anchor=(1.01, 0.0),
+    )
+    return save_figure(figure, path)
+
+
+def _broken_at_gaps(times: Sequence[float], values: Sequence[float]) -> Points:
+    """The points with a NaN in every gap longer than 1.5 sampling intervals (the median one),
+    so that matplotlib leaves it open."""
+    if len(times) < 3:
+        return times, values
+    steps = sorted(b - a for a, b in pairwise(times))
+    limit = 1.5 * steps[len(steps) // 2]
+    out_t, out_v = [times[0]], [values[0]]
+    for (a, b), value in zip(pairwise(times), values[1:], strict=True):
+        if limit > 0 and b - a > limit:
+            out_t.append((a + b) / 2)
+            out_v.append(math.nan)
+        out_t.append(b)
+        out_v.append(value)
+    return out_t, out_v

@@ -23,6 +23,7 @@ from node.ledger.store import ChainCorrupted, ChainStore
 from node.ledger.validation import decode
 from orchestrator.report.schema import (
     CPU_METRIC_PREFIX,
+    FAULTS_FILE,
     METRICS_FILE,
     METRICS_HEADER,
     NODES_DIR,
@@ -30,6 +31,7 @@ from orchestrator.report.schema import (
     SPEC_FILE,
     ChainStats,
     CpuProfile,
+    FaultMoment,
     Metrics,
     NodeData,
     NodeSpec,
@@ -63,7 +65,8 @@ def load_run(directory: Path | str) -> RunData:
         warnings.append(f"{METRICS_FILE} names nodes not in {RUN_FILE}: {', '.join(strangers)}")
     nodes = {spec.name: _read_node(directory, spec, metrics) for spec in info.nodes}
     rounds = _read_rounds(directory, info, warnings)
-    return RunData(directory, info, spec_text, metrics, nodes, tuple(warnings), rounds)
+    faults = _read_faults(directory / FAULTS_FILE, warnings)
+    return RunData(directory, info, spec_text, metrics, nodes, tuple(warnings), rounds, faults)
 
 
 def _read_run_info(directory: Path) -> RunInfo:
@@ -236,6 +239,45 @@ def _profile_from_metrics(metrics: Mapping[str, Series]) -> CpuProfile | None:
     if not seconds:
         return None
     return CpuProfile(seconds, None, None, source=METRICS_FILE)
+
+
+def _read_faults(path: Path, warnings: list[str]) -> tuple[FaultMoment, ...] | None:
+    """faults.jsonl's moments in time order (begins and ends as the FaultRunner wrote them);
+    None without the file: the run had no `faults:`."""
+    if not path.is_file():
+        return None
+    moments: list[FaultMoment] = []
+    skipped = 0
+    for line in path.read_text(errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            phase = str(raw["phase"])
+            if phase not in ("begin", "end"):
+                raise ValueError(f"phase {phase!r}")
+            time_s = float(raw["time_s"])
+            if not math.isfinite(time_s):
+                raise ValueError(f"time_s {time_s}")
+            moments.append(
+                FaultMoment(
+                    time_s=time_s,
+                    phase=phase,
+                    kind=str(raw["kind"]),
+                    nodes=tuple(int(n) for n in raw.get("nodes", ())),
+                    fault=dict(raw.get("fault") or {}),
+                    chain_heights={
+                        str(name): int(height)
+                        for name, height in (raw.get("chain_heights") or {}).items()
+                    },
+                )
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            skipped += 1
+    if skipped:
+        warnings.append(f"{FAULTS_FILE}: {skipped} unreadable lines skipped")
+    # Stable: at one moment the runner wrote ends before begins, and that order is kept.
+    return tuple(sorted(moments, key=lambda m: m.time_s))
 
 
 def _optional_float(value: object) -> float | None:

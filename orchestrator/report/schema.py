@@ -7,6 +7,8 @@ A run (local processes, Docker containers) leaves this layout, and nothing else 
     DIR/metrics.csv                 long format: time_s,node,metric,value
     DIR/nodes/<name>/               the node's data directory (node/datadir.py): chain.sqlite,
                                     profile.json and, for BLADE-FL, rounds.jsonl
+    DIR/faults.jsonl                a run with `faults:` only: one line per fault begin or end
+                                    (orchestrator/faults.py FaultRunner)
 
 The report adds DIR/report.md, DIR/summary.json and DIR/plots/*.png. The names are declared here
 once so that the runtimes writing a run directory and the readers cannot drift apart; the names
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from node.host.resemblance import Resemblance
 
@@ -32,6 +35,8 @@ ACCURACY_PLOT = "accuracy.png"
 CPU_PLOT = "cpu.png"
 CHAIN_PLOT = "chain.png"
 PLAGIARISM_PLOT = "plagiarism.png"  # BLADE-FL runs with a rounds.jsonl only
+FAULTS_FILE = "faults.jsonl"
+FAULTS_PLOT = "faults.png"  # runs with a faults.jsonl only
 BLADE_PROTOCOL = "blade-fl"  # run.json's protocol, and the genesis's, for BLADE-FL
 
 METRICS_HEADER = ("time_s", "node", "metric", "value")
@@ -47,6 +52,10 @@ COUNTER_METRICS = (
 POW_METRICS = ("pow_hashes", "mining_seconds", "mining_searches", "forks")
 # What a container's cgroup says (the docker runtime only): memory now, CPU since it started.
 CONTAINER_METRICS = ("memory_bytes", "cgroup_cpu_seconds")
+# What injected network faults did (dfl_network_fault_messages_total by fate, both directions
+# summed) and sends given up on (dfl_send_failures_total), cumulative: the Faults section's.
+FAULT_MESSAGE_METRICS = {"dropped": "fault_messages_dropped", "delayed": "fault_messages_delayed"}
+SEND_FAILURES_METRIC = "send_failures"
 KNOWN_METRICS = {
     "accuracy_test",
     "accuracy_local",
@@ -54,6 +63,8 @@ KNOWN_METRICS = {
     *COUNTER_METRICS,
     *POW_METRICS,
     *CONTAINER_METRICS,
+    *FAULT_MESSAGE_METRICS.values(),
+    SEND_FAILURES_METRIC,
 }
 
 
@@ -184,6 +195,18 @@ class RoundLog:
 
 
 @dataclass(frozen=True)
+class FaultMoment:
+    """One line of faults.jsonl: a fault began or ended `time_s` seconds after the run started."""
+
+    time_s: float
+    phase: str  # "begin" or "end"
+    kind: str  # crash, pause, latency, loss, partition
+    nodes: tuple[int, ...]  # node indices, run.json's order
+    fault: Mapping[str, Any]  # the fault as the spec holds it (its JSON form)
+    chain_heights: Mapping[str, int]  # node name -> height, for the nodes that answered then
+
+
+@dataclass(frozen=True)
 class NodeData:
     """A node's files, each None with the reason when the node did not leave it readable."""
 
@@ -205,3 +228,4 @@ class RunData:
     nodes: Mapping[str, NodeData]
     warnings: tuple[str, ...] = ()
     rounds: RoundLog | None = None  # BLADE-FL's per-block resemblance tables
+    faults: tuple[FaultMoment, ...] | None = None  # faults.jsonl in time order; None: no file

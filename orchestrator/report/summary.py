@@ -2,8 +2,9 @@
 
 The views follow the paper (section 5.1): final accuracy per node, CPU seconds by task and
 category (Table 6) and blockchain statistics (Table 7). BLADE-FL runs add the mining figures and a
-verdict on lazy clients from the resemblance tables of rounds.jsonl. summary.json holds these
-figures per node for the integration tests and `dfl compare`.
+verdict on lazy clients from the resemblance tables of rounds.jsonl; runs with `faults:` what
+each fault did (faults.py). summary.json holds these figures per node for the integration tests
+and `dfl compare`.
 
 A BLADE-FL run may last only half a minute, so its final-accuracy window is 20 % of the run when
 that is shorter than 30 s.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from node.host.resemblance import Resemblance
 from orchestrator.report.cpu_table import category_columns
+from orchestrator.report.faults import FaultSummary, summarize_faults
 from orchestrator.report.schema import (
     BLADE_PROTOCOL,
     COUNTER_METRICS,
@@ -117,6 +119,7 @@ class RunSummary:
     pow_difficulty: float | None  # BLADE-FL: expected hashes per block (run.json)
     network_hash_rate: float | None  # BLADE-FL: sum of pow_hashes / mean mining_seconds
     plagiarism: dict[str, PlagiarismVerdict]  # BLADE-FL: by node name; empty otherwise
+    faults: tuple[FaultSummary, ...] = ()  # faults.jsonl's, in order of their begins
 
 
 def final_window(protocol: str, run_length: float) -> float:
@@ -158,6 +161,7 @@ def summarize(data: RunData) -> RunSummary:
         pow_difficulty=data.info.pow_difficulty,
         network_hash_rate=sum(hashes) / mining if hashes and mining else None,
         plagiarism=plagiarism(data),
+        faults=summarize_faults(data),
     )
 
 

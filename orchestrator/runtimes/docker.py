@@ -8,11 +8,21 @@ the containers at their addresses on the bridge, so driving them is the same cod
 processes (orchestrator/driver.py). At the end, or on Ctrl-C, the nodes get SIGTERM (they close
 their chains), their logs and data directories are copied into the run directory, and the
 containers, network and volumes are removed unless `--keep`.
+
+The spec's process faults act on the containers (orchestrator/faults.py ProcessFaults): a crash
+is SIGKILL (`docker kill`), its restart starts the same container again on the same volume (key,
+chain and model checkpoint survive), a pause freezes the container's cgroup (`docker pause`).
+Every node has a fixed address on the run's network: Docker gives a stopped container's address
+back to the pool, so a restarted container could come back at another one (two crashed nodes
+even swap addresses when they restart in the other order), while the orchestrator's gRPC
+channels are made once per run. The network's subnet is one Docker picked from its own pools.
 """
 
 from __future__ import annotations
 
 import io
+import ipaddress
+import itertools
 import logging
 import os
 import secrets
@@ -101,7 +111,63 @@ class DockerRun:
     prometheus_url: str | None = None
     exporter: OrchestratorMetrics = field(default_factory=OrchestratorMetrics)
     control: ControlSigner = field(default_factory=ControlSigner.generate)  # the run's own key
+    down: set[str] = field(default_factory=set)  # crashed or paused by the spec's faults
     health: dict[str, Counter[str]] = field(default_factory=dict)
+
+    # --- the spec's process faults (orchestrator/faults.py ProcessFaults) ----------------------
+
+    def peer_address(self, index: int) -> str:
+        """What the other nodes' configs list it as (and what it advertises)."""
+        return f"node{index}:{GRPC_PORT}"
+
+    def crash(self, index: int) -> None:
+        """SIGKILL, as a power cut: nothing is flushed that was not already."""
+        node = self.nodes[index]
+        status = self._status(node)
+        if status != "running":  # died on its own: left to failure_of to report
+            log.warning("%s: not crashed, its container is %s", node.name, status or "gone")
+            return
+        self.down.add(node.name)
+        node.container.kill()
+        _quietly(node.container.wait, timeout=STOP_GRACE)  # exited before a restart can come
+
+    def restart(self, index: int) -> None:
+        """The same container again: same volume (key, chain, model), same fixed address."""
+        node = self.nodes[index]
+        node.container.start()
+        self._take_address(node)
+        self.down.discard(node.name)
+
+    def pause(self, index: int) -> None:
+        """The container's processes frozen (cgroup freezer): memory and sockets kept."""
+        node = self.nodes[index]
+        if self._status(node) == "running":
+            self.down.add(node.name)
+            node.container.pause()
+
+    def resume(self, index: int) -> None:
+        node = self.nodes[index]
+        if self._status(node) == "paused":
+            node.container.unpause()
+        self.down.discard(node.name)
+
+    def _status(self, node: ContainerNode) -> str | None:
+        try:
+            node.container.reload()
+        except Exception as error:
+            log.warning("%s: container gone (%s)", node.name, error)
+            return None
+        return node.container.attrs["State"]["Status"]
+
+    def _take_address(self, node: ContainerNode) -> None:
+        """node.host from the started container; the one it was given, or RunFailed."""
+        node.container.reload()
+        found = node.container.attrs["NetworkSettings"]["Networks"][self.network.name]["IPAddress"]
+        if node.host != found:
+            raise RunFailed(
+                f"{node.name} came up at {found}, not at its fixed address {node.host}: the "
+                "orchestrator's channels would reach another node"
+            )
 
     @property
     def prefix(self) -> str:
@@ -135,7 +201,7 @@ class DockerRun:
         spec = self.spec
         if spec.blade is not None and self.pow_difficulty is None:
             self.pow_difficulty = difficulty_for(spec)
-        self.network = self.client.networks.create(self.prefix, driver="bridge", labels=self.labels)
+        self.network, addresses = self._create_network()
         peers = self.peer_names()
         limits: dict[str, Any] = {}
         if spec.resources.cpus is not None:
@@ -144,7 +210,9 @@ class DockerRun:
             limits["mem_limit"] = spec.resources.memory
         for index in range(spec.nodes.count):
             name = f"node{index}"
-            node = ContainerNode(index=index, name=name, data_dir=self.out / "nodes" / name)
+            node = ContainerNode(
+                index=index, name=name, host=addresses[index], data_dir=self.out / "nodes" / name
+            )
             volume = self.client.volumes.create(
                 f"{self.prefix}-{name}", labels={**self.labels, NODE_LABEL: name}
             )
@@ -157,7 +225,9 @@ class DockerRun:
                 volumes={volume.name: {"bind": DATA_PATH, "mode": "rw"}},
                 network=self.network.name,
                 networking_config={
-                    self.network.name: self.client.api.create_endpoint_config(aliases=[name])
+                    self.network.name: self.client.api.create_endpoint_config(
+                        aliases=[name], ipv4_address=node.host
+                    )
                 },
                 stop_signal="SIGTERM",
                 **limits,
@@ -166,6 +236,53 @@ class DockerRun:
             node.container.put_archive("/", _tar_of(CONFIG_PATH, config))
             self.nodes.append(node)
         self._create_prometheus()
+
+    def _create_network(self, attempts: int = 5) -> tuple[Any, list[str]]:
+        """The run's bridge, on a subnet Docker picks from its own pools, and the nodes' fixed
+        addresses in it (the lower half; anything else, Prometheus, gets one of the upper).
+
+        Docker hands out fixed addresses only on a network created with its subnet spelled out,
+        so a first network finds a free subnet and the real one is created on it; should
+        another network take that subnet in between, the next attempt finds another.
+        """
+        import docker.errors
+        from docker.types import IPAMConfig, IPAMPool
+
+        count = self.spec.nodes.count
+        for attempt in range(attempts):
+            probe = self.client.networks.create(
+                f"{self.prefix}-probe", driver="bridge", labels=self.labels
+            )
+            try:
+                probe.reload()
+                config = probe.attrs["IPAM"]["Config"][0]
+            finally:
+                probe.remove()
+            subnet = ipaddress.ip_network(config["Subnet"])
+            lower, upper = subnet.subnets(prefixlen_diff=1)
+            gateway = config.get("Gateway") or str(next(lower.hosts()))
+            hosts = (str(host) for host in lower.hosts() if str(host) != gateway)
+            addresses = list(itertools.islice(hosts, count))
+            if len(addresses) < count:
+                raise RunFailed(
+                    f"Docker's subnet {subnet} has room for {len(addresses)} fixed addresses, "
+                    f"not {count}: give the engine larger default-address-pools"
+                )
+            pool = IPAMPool(subnet=str(subnet), gateway=gateway, iprange=str(upper))
+            try:
+                network = self.client.networks.create(
+                    self.prefix,
+                    driver="bridge",
+                    labels=self.labels,
+                    ipam=IPAMConfig(pool_configs=[pool]),
+                )
+            except docker.errors.APIError as error:
+                if attempt + 1 == attempts:
+                    raise
+                log.debug("subnet %s taken meanwhile (%s); again", subnet, error)
+                continue
+            return network, addresses
+        raise AssertionError("unreachable")
 
     def _create_prometheus(self) -> None:
         image = prometheus_image(self.client)
@@ -194,10 +311,7 @@ class DockerRun:
         for node in self.nodes:
             node.container.start()
         for node in self.nodes:
-            node.container.reload()
-            node.host = node.container.attrs["NetworkSettings"]["Networks"][self.network.name][
-                "IPAddress"
-            ]
+            self._take_address(node)
             self.health[node.name] = Counter()
         if self.prometheus is not None:
             self.prometheus.start()
@@ -206,7 +320,10 @@ class DockerRun:
             self.prometheus_url = f"http://127.0.0.1:{bound['HostPort']}"
 
     def failure_of(self, node: ContainerNode) -> str | None:
-        """None while the container runs; its health is tallied on the way."""
+        """None while the container runs, or is down by a fault (killed or paused on purpose);
+        its health is tallied on the way."""
+        if node.name in self.down:
+            return None
         try:
             node.container.reload()
         except Exception as error:  # the engine lost it: as good as dead
@@ -222,7 +339,16 @@ class DockerRun:
         return None
 
     def stop_and_collect(self) -> None:
-        """SIGTERM every node (chains closed), then copy logs and data directories out."""
+        """SIGTERM every node (chains closed), then copy logs and data directories out.
+
+        A container still paused (a run that ended inside a pause the fault runner did not get
+        to resume) is thawed first, so that it gets the SIGTERM and closes its chain whatever
+        the engine does with a frozen container's stop signal.
+        """
+        for node in self.nodes:
+            if self._status(node) == "paused":
+                _quietly(node.container.unpause)
+                self.down.discard(node.name)
         for node in self.nodes:
             _quietly(node.container.stop, timeout=STOP_GRACE)
         for node in self.nodes:

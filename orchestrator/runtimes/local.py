@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -73,6 +74,36 @@ class LocalRun:
     pow_difficulty: float | None = None  # BLADE-FL: given by the spec or calibrated in prepare
     elapsed: float | None = None  # how long it ran (a BLADE-FL run may end before its duration)
     control: ControlSigner = field(default_factory=ControlSigner.generate)  # the run's own key
+    down: set[str] = field(default_factory=set)  # crashed or paused by the spec's faults
+
+    # --- the spec's process faults (orchestrator/faults.py ProcessFaults) ----------------------
+
+    def peer_address(self, index: int) -> str:
+        return f"127.0.0.1:{self.nodes[index].port}"
+
+    def crash(self, index: int) -> None:
+        """SIGKILL, as a power cut: nothing is flushed that was not already."""
+        node = self.nodes[index]
+        self.down.add(node.name)
+        self.stop(node, kill=True)
+
+    def restart(self, index: int) -> None:
+        """The same command on the same data directory: key, chain and model come back."""
+        node = self.nodes[index]
+        self.start(node)
+        self.down.discard(node.name)
+
+    def pause(self, index: int) -> None:
+        node = self.nodes[index]
+        if node.process is not None and node.process.poll() is None:
+            self.down.add(node.name)
+            node.process.send_signal(signal.SIGSTOP)
+
+    def resume(self, index: int) -> None:
+        node = self.nodes[index]
+        if node.process is not None and node.process.poll() is None:
+            node.process.send_signal(signal.SIGCONT)
+        self.down.discard(node.name)
 
     def node_config(self, node: LocalNode) -> dict[str, Any]:
         return {
@@ -116,7 +147,12 @@ class LocalRun:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C reaches the orchestrator only; it stops the nodes
-            preexec_fn=_die_with_parent,
+            # The death signal follows the *thread* that started the child: a node restarted by
+            # a fault from a driver thread would die with that thread. Such nodes are left to
+            # stop_all (which every runtime reaches, Ctrl-C included).
+            preexec_fn=(
+                _die_with_parent if threading.current_thread() is threading.main_thread() else None
+            ),
         )
 
     def stop(self, node: LocalNode, *, kill: bool = False) -> None:
@@ -141,7 +177,7 @@ class LocalRun:
 
     def failure_of(self, node: LocalNode) -> str | None:
         process = node.process
-        if process is None or process.poll() is None:
+        if process is None or process.poll() is None or node.name in self.down:
             return None
         return f"exited with {process.returncode}; see {node.data_dir / 'node.log'}"
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.datasets import load_dataset
+from orchestrator.faults import NO_FAULTS_HINT
 from orchestrator.sim import outputs
 from orchestrator.spec import ExperimentSpec, Problem, SpecError
 
@@ -63,6 +64,11 @@ def simulate(
                     f"{spec.dfl.ttl} hops on: set dfl.ttl=1, or run with the chain",
                 )
             ],
+        )
+    if spec.faults:
+        raise SpecError(
+            "dfl simulate",
+            [Problem("faults", f"the simulator does not carry out faults yet: {NO_FAULTS_HINT}")],
         )
     dataset = load_dataset(spec.dataset, data_dir)
     prepare_run_directory(out, replace=replace)

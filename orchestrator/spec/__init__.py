@@ -14,6 +14,10 @@ partitions, topologies) by asking those components, so the spec can never accept
 node later refuses. Durations are seconds, written as a number or as `500ms`, `180s`, `3m`,
 `1h30m`.
 
+`faults:` schedules crashes, partitions, latency, loss and pauses (orchestrator/spec/faults.py);
+each is checked against the run like any other field, and `fault_timeline()` orders their
+begins and ends for the runtime that carries them out.
+
 A spec is parsed once: validation parses the partition, draws the peer graph and builds the
 behaviours, and the spec keeps them for every runtime to read. Every change goes through
 validation again (`with_overrides`, and `model_copy`, which here validates too), so no runtime
@@ -25,12 +29,24 @@ value out, so a run directory can record exactly what ran, and `canonical_spec_j
 `spec_digest` name the experiment independently of how its file was written.
 
 Modules: errors (Problem, SpecError), values (durations, strict types), sections (the section
-models), experiment (ExperimentSpec and what it derives), read (YAML and data in), write (YAML
-and canonical JSON out), overrides (dotted-path changes).
+models), faults (the fault schedule), experiment (ExperimentSpec and what it derives), read
+(YAML and data in), write (YAML and canonical JSON out), overrides (dotted-path changes).
 """
 
 from orchestrator.spec.errors import Problem, SpecError
 from orchestrator.spec.experiment import MODELS, PROTOCOLS, ExperimentSpec
+from orchestrator.spec.faults import (
+    FAULT_KINDS,
+    AnyFault,
+    CrashFault,
+    Fault,
+    FaultSpec,
+    FaultStep,
+    LatencyFault,
+    LossFault,
+    PartitionFault,
+    PauseFault,
+)
 from orchestrator.spec.overrides import parse_override, with_overrides
 from orchestrator.spec.read import load_spec, parse_spec, parse_yaml
 from orchestrator.spec.sections import (
@@ -50,17 +66,27 @@ from orchestrator.spec.values import parse_seconds
 from orchestrator.spec.write import canonical_spec_json, spec_digest, spec_to_dict, spec_to_yaml
 
 __all__ = [
+    "FAULT_KINDS",
     "MAX_TTL",
     "MODELS",
     "PROTOCOLS",
     "TEST_SET_SIZE",
     "AggregatorSpec",
+    "AnyFault",
     "BehaviourSpec",
     "BladeSection",
+    "CrashFault",
     "DflSection",
     "EvaluationSpec",
     "ExperimentSpec",
+    "Fault",
+    "FaultSpec",
+    "FaultStep",
+    "LatencyFault",
+    "LossFault",
     "NodesSpec",
+    "PartitionFault",
+    "PauseFault",
     "Problem",
     "ResourcesSpec",
     "SimSection",

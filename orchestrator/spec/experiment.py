@@ -4,6 +4,10 @@ Validation derives those values once: the parsed partition (NodesSpec), the draw
 each node's behaviour. The spec keeps them, so the simulator, a sweep, node processes and
 containers read one graph and one set of behaviours and never draw their own; a changed value
 (`with_overrides`, `model_copy`) goes through validation again and derives them anew.
+
+The fault schedule (`faults`, orchestrator/spec/faults.py) is checked here against the run it
+belongs to (node indices against nodes.count, windows against duration) and ordered once into
+the timeline the runtimes carry out.
 """
 
 from __future__ import annotations
@@ -12,7 +16,15 @@ import dataclasses
 import re
 from typing import Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import (
+    Field,
+    PrivateAttr,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from node.learning.behaviours import Behaviour
 from node.protocol.dfl import DflConfig
@@ -21,6 +33,7 @@ from orchestrator import topology
 from orchestrator.datasets import DATASETS
 from orchestrator.partition import PartitionSpec
 from orchestrator.spec.errors import Location, check
+from orchestrator.spec.faults import AnyFault, Fault, FaultStep, schedule_problems, timeline
 from orchestrator.spec.sections import (
     BehaviourSpec,
     BladeSection,
@@ -63,9 +76,13 @@ class ExperimentSpec(Model):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     sim: SimSection = Field(default_factory=SimSection)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    # After nodes and duration, which its check reads. BLADE-FL takes faults too: a crashed or
+    # paused client is what its synchronous rounds are tested against.
+    faults: tuple[Fault, ...] = ()
     _edges: tuple[topology.Edge, ...] = PrivateAttr()
     _neighbours: tuple[tuple[int, ...], ...] = PrivateAttr()
     _behaviours: tuple[BehaviourSpec, ...] = PrivateAttr()
+    _timeline: tuple[FaultStep, ...] = PrivateAttr()
 
     @field_validator("name")
     @classmethod
@@ -92,6 +109,26 @@ class ExperimentSpec(Model):
     def _dataset(cls, dataset: str) -> str:
         return known(dataset, DATASETS, "dataset")
 
+    @field_validator("faults")
+    @classmethod
+    def _faults_fit_the_run(
+        cls, faults: tuple[AnyFault, ...], info: ValidationInfo
+    ) -> tuple[AnyFault, ...]:
+        """A field validator, not part of `_derive`, so that a bad schedule is reported even
+        when another field is wrong too; a wrong nodes or duration only skips its own checks."""
+        nodes, duration = info.data.get("nodes"), info.data.get("duration")
+        check(schedule_problems(faults, nodes.count if nodes is not None else None, duration))
+        return faults
+
+    @model_serializer(mode="wrap")
+    def _without_empty_faults(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """No `faults` key when there are none, so that a spec written before faults existed
+        keeps its canonical JSON and digest (and runs recorded with it still match)."""
+        data = handler(self)
+        if not self.faults and isinstance(data, dict):
+            data.pop("faults", None)
+        return data
+
     @model_validator(mode="after")
     def _derive(self) -> ExperimentSpec:
         """The checks that span sections, then the values the runtimes read, each made once.
@@ -114,6 +151,7 @@ class ExperimentSpec(Model):
         self._edges = edges
         self._neighbours = tuple(tuple(peers) for peers in topology.neighbours(edges, count))
         self._behaviours = tuple(self._written_behaviour(node) for node in range(count))
+        self._timeline = timeline(self.faults)
         return self
 
     def _blade_problems(self) -> list[tuple[Location, str]]:
@@ -165,6 +203,12 @@ class ExperimentSpec(Model):
 
     def behaviour(self, node: int) -> Behaviour:
         return self.behaviour_of(node).behaviour
+
+    def fault_timeline(self) -> tuple[FaultStep, ...]:
+        """Every fault's begin and end as (time, "begin" | "end", fault), in the order to carry
+        them out: by time, ends before begins at one moment, then spec order. A crash without
+        restart_after has no end. Ordered once, when validated, for every runtime alike."""
+        return self._timeline
 
     def injection_rate_of(self, node: int) -> float:
         """Samples per second injected into `node` (its own rate, else the common one)."""

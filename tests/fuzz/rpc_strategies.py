@@ -398,6 +398,9 @@ def seed(fz: Any, method: str, variant: int) -> tuple[list[Message], Keys]:
         "GetRoundModels": node_pb2.RoundRequest(round=variant % 4),
         "AddPeer": node_pb2.PeerRequest(peer=f"127.0.0.1:{1 + variant % 65535}"),
         "RemovePeer": node_pb2.PeerRequest(peer=f"127.0.0.1:{1 + variant % 2}"),
+        "SetNetworkFault": node_pb2.NetworkFault(
+            delay_ms=variant % 50, jitter_ms=variant % 7, loss=(variant % 5) / 8, cut=["a:1"]
+        ),
     }
     return [small[method]], keys
 

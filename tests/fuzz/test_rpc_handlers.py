@@ -63,7 +63,7 @@ STATUS_OF["bad_peer_address"] |= {Code.ALREADY_EXISTS, Code.NOT_FOUND}
 STATUS_OF["unauthenticated"] |= {Code.PERMISSION_DENIED}
 ANY: frozenset[str | None] = frozenset([None, *STATUS_OF])  # the oracle cannot tell
 PEER = re.compile(r"(?:[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]):([0-9]+)", re.ASCII)
-CONTROL = ("InjectSamples", "AddPeer", "RemovePeer", "GetModel")
+CONTROL = ("InjectSamples", "AddPeer", "RemovePeer", "GetModel", "SetNetworkFault")
 
 
 # --- the nodes -----------------------------------------------------------------------------------
@@ -323,6 +323,13 @@ def add_peer(fz: Fuzzed, data: bytes, now: float) -> frozenset[str | None] | Non
     return None
 
 
+def network_fault(fz: Fuzzed, data: bytes, now: float) -> frozenset[str | None] | None:
+    fault = request(node_pb2.NetworkFault, data)
+    if not 0.0 <= fault.loss <= 1.0 or fault.jitter_ms > fault.delay_ms:
+        raise rejected(RejectReason.MALFORMED)
+    return None
+
+
 def remove_peer(fz: Fuzzed, data: bytes, now: float) -> frozenset[str | None] | None:
     if request(node_pb2.PeerRequest, data).peer not in fz.engine.state.peers:
         raise rejected(RejectReason.BAD_PEER_ADDRESS)
@@ -368,6 +375,7 @@ RPCS: dict[str, Rpc] = {
     "AddPeer": Rpc("dfl", node_pb2.PeerRequest, add_peer),
     "RemovePeer": Rpc("dfl", node_pb2.PeerRequest, remove_peer),
     "ListPeers": Rpc("dfl", node_pb2.PeerRequest),
+    "SetNetworkFault": Rpc("dfl", node_pb2.NetworkFault, network_fault),
     "SubmitPowBlock": Rpc("blade", pb.PowBlock, blade_block, RECORD),
     "SubmitBlockVote": Rpc("blade", pb.BlockVote, blade_vote, RECORD),
     "GetRoundModels": Rpc("blade", node_pb2.RoundRequest),
@@ -412,6 +420,10 @@ def exercise(nodes: Nodes, method: str, payload: bytes | list[bytes]) -> str | N
     if method == "AddPeer" and answer.code == Code.OK:
         undo = fz.served.call("RemovePeer", chunks[0], metadata=fz.served.signed("RemovePeer"))
         assert undo.code == Code.OK, undo
+    if method == "SetNetworkFault" and answer.code == Code.OK:  # heal before the next example
+        healed = fz.served.call("SetNetworkFault", b"", metadata=fz.served.signed(name))
+        assert healed.code == Code.OK, healed
+        assert fz.node.network_faults.fault.healthy
     log = "\n".join(nodes.log.found[logged:])
     shown = f"input {bytes(chunks[0][:200]).hex() if chunks else '(no message)'}\n{log}"
     label = outcome(method, answer, shown)

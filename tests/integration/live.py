@@ -87,6 +87,11 @@ class LiveNetwork:
             raise AssertionError(f"the run's driver failed: {self.error!r}") from self.error
 
     @property
+    def driving(self) -> bool:
+        """The driver still injects and samples (False once the spec's duration is over)."""
+        return self._thread.is_alive()
+
+    @property
     def elapsed(self) -> float:
         return time.monotonic() - self._began
 

@@ -136,6 +136,37 @@ def test_the_real_dashboards_yield_ready_to_send_queries() -> None:
     assert hash_rate.expr == 'sum by (node) (rate(dfl_pow_hashes_total{node=~".+"}[1m]))'
 
 
+def test_both_dashboards_have_a_faults_row_and_fault_window_annotations() -> None:
+    """The fault panels, and one annotation per fault kind from dfl_fault_active, on the
+    Prometheus datasource, naming only metrics the node or the orchestrator export."""
+    exported = exported_names(NodeMetrics().registry) | exported_names(
+        OrchestratorMetrics().registry
+    )
+    kinds = ("crash", "pause", "latency", "loss", "partition")
+    for path in dashboard_files():
+        board = load(path)
+        titles = [p["title"] for p in board["panels"]]
+        assert "Faults" in titles, path.name
+        row = titles.index("Faults")
+        queried = {
+            name
+            for panel in board["panels"][row + 1 : row + 3]
+            for target in panel["targets"]
+            for name in metric_names(target["expr"])
+        }
+        assert {"dfl_fault_active", "dfl_network_fault_messages_total"} <= queried, path.name
+        faults = [a for a in board["annotations"]["list"] if a["name"].startswith("Fault: ")]
+        assert [a["name"] for a in faults] == [f"Fault: {kind}" for kind in kinds], path.name
+        for annotation, kind in zip(faults, kinds, strict=True):
+            assert annotation["enable"] and not annotation["hide"], annotation["name"]
+            assert annotation["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}
+            expr = annotation["target"]["expr"]
+            assert metric_names(expr) == {"dfl_fault_active"} <= exported, expr
+            assert f'kind="{kind}"' in expr and 'node=~"$node"' in expr, expr
+            assert annotation["tagKeys"] == "kind,node" and annotation["useValueForTime"] is False
+        assert len({a["iconColor"] for a in faults}) == len(kinds), "one colour per kind"
+
+
 # --- dashboard_queries and metric_names ---------------------------------------------------------
 
 

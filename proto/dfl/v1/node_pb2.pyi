@@ -92,3 +92,15 @@ class PeerList(_message.Message):
     PEERS_FIELD_NUMBER: _ClassVar[int]
     peers: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, peers: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class NetworkFault(_message.Message):
+    __slots__ = ("delay_ms", "jitter_ms", "loss", "cut")
+    DELAY_MS_FIELD_NUMBER: _ClassVar[int]
+    JITTER_MS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    CUT_FIELD_NUMBER: _ClassVar[int]
+    delay_ms: int
+    jitter_ms: int
+    loss: float
+    cut: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, delay_ms: _Optional[int] = ..., jitter_ms: _Optional[int] = ..., loss: _Optional[float] = ..., cut: _Optional[_Iterable[str]] = ...) -> None: ...

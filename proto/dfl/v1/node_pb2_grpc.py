@@ -100,6 +100,11 @@ class NodeStub:
                 request_serializer=proto_dot_dfl_dot_v1_dot_node__pb2.PeerRequest.SerializeToString,
                 response_deserializer=proto_dot_dfl_dot_v1_dot_node__pb2.PeerList.FromString,
                 _registered_method=True)
+        self.SetNetworkFault = channel.unary_unary(
+                '/dfl.v1.Node/SetNetworkFault',
+                request_serializer=proto_dot_dfl_dot_v1_dot_node__pb2.NetworkFault.SerializeToString,
+                response_deserializer=proto_dot_dfl_dot_v1_dot_node__pb2.NetworkFault.FromString,
+                _registered_method=True)
 
 
 class NodeServicer:
@@ -185,6 +190,13 @@ class NodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetNetworkFault(self, request, context):
+        """Control: replaces the node's network fault (an empty message heals it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -252,6 +264,11 @@ def add_NodeServicer_to_server(servicer, server):
                     servicer.ListPeers,
                     request_deserializer=proto_dot_dfl_dot_v1_dot_node__pb2.PeerRequest.FromString,
                     response_serializer=proto_dot_dfl_dot_v1_dot_node__pb2.PeerList.SerializeToString,
+            ),
+            'SetNetworkFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetNetworkFault,
+                    request_deserializer=proto_dot_dfl_dot_v1_dot_node__pb2.NetworkFault.FromString,
+                    response_serializer=proto_dot_dfl_dot_v1_dot_node__pb2.NetworkFault.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -605,6 +622,33 @@ class Node:
             '/dfl.v1.Node/ListPeers',
             proto_dot_dfl_dot_v1_dot_node__pb2.PeerRequest.SerializeToString,
             proto_dot_dfl_dot_v1_dot_node__pb2.PeerList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetNetworkFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dfl.v1.Node/SetNetworkFault',
+            proto_dot_dfl_dot_v1_dot_node__pb2.NetworkFault.SerializeToString,
+            proto_dot_dfl_dot_v1_dot_node__pb2.NetworkFault.FromString,
             options,
             channel_credentials,
             insecure,
