@@ -183,7 +183,10 @@ def test_a_flooder_of_forged_transactions_is_cut_off(two_nodes: LiveNetwork) -> 
 
 # The network is ONE_NODE (tests/integration/flooder.py: why dfl.test_batch is 800 there).
 
-FLOOD_MULTIPLE = 10.0
+# Offered at 12x the capacity measured before the flood, so that it is still 10x what the node
+# manages while flooded (it evaluated up to 10 % faster then: the queue keeps its ML thread busy).
+FLOOD_MULTIPLE = 12.0
+AT_LEAST = 10.0
 VALID_FLOOD_SECONDS = 15.0
 MAX_RSS_RATIO = 1.2
 
@@ -205,7 +208,7 @@ def test_a_full_receive_queue_refuses_instead_of_growing(tmp_path: Path) -> None
     answers, report = figures.by_reason, "\n".join(figures.lines())
     # The flood was one: sent as offered, at ten times what the node evaluated, even flooded.
     assert figures.skipped <= 0.05 * figures.sent, report
-    assert figures.flood_rate >= FLOOD_MULTIPLE * figures.evaluated_per_second, report
+    assert figures.flood_rate >= AT_LEAST * figures.evaluated_per_second, report
     assert answers.get("accepted", 0) > 0, answers
     # What it could not queue it refused, saying why, and it refused for no other reason.
     queue_full = RejectReason.QUEUE_FULL.label
