@@ -3,9 +3,9 @@
 Run by hand from the repository (nothing here runs in CI; tests/fuzz is the CI fuzzing):
 
     .venv/bin/pip install -e '.[fuzz]'     # or: .venv/bin/pip install atheris
-    mkdir -p /tmp/atheris-run && cd /tmp/atheris-run
-    /work/main/.venv/bin/python /work/main/fuzz/records_target.py \
-        -max_total_time=600 -timeout=10 -artifact_prefix=/tmp/atheris-run/
+    mkdir -p ../fuzz-run && cd ../fuzz-run      # crash files stay out of the checkout
+    "$OLDPWD/.venv/bin/python" "$OLDPWD/fuzz/records_target.py" \
+        -max_total_time=600 -timeout=10 -artifact_prefix=./
 
 Byte 0 of an input picks the target (tests/fuzz/targets.py TARGETS, in order; the environment
 variable DFL_FUZZ_TARGETS="name,name" restricts them). Byte 1 says how the rest is read: as the
