@@ -35,13 +35,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     control.set_defaults(handler=run_control_key)
 
 
+def _exists(path: Path, what: str) -> bool:
+    """A key is never overwritten: True (after saying so) when `path` holds one already."""
+    if path.exists():
+        print(f"{path} exists; remove it first to make a new {what}", file=sys.stderr)
+        return True
+    return False
+
+
 def run_keygen(args: argparse.Namespace) -> int:
     directory: Path = args.directory
-    if (directory / KEY_FILE).exists():
-        print(
-            f"{directory / KEY_FILE} exists; remove it first to make a new identity",
-            file=sys.stderr,
-        )
+    if _exists(directory / KEY_FILE, "identity"):
         return 1
     key = NodeKey.generate()
     path = key.save(directory)
@@ -52,11 +56,7 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 def run_control_key(args: argparse.Namespace) -> int:
     directory: Path = args.directory
-    if (directory / CONTROL_KEY_FILE).exists():
-        print(
-            f"{directory / CONTROL_KEY_FILE} exists; remove it first to make a new key",
-            file=sys.stderr,
-        )
+    if _exists(directory / CONTROL_KEY_FILE, "key"):
         return 1
     signer = ControlSigner.generate()
     path = signer.save(directory)
