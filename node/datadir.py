@@ -1,7 +1,8 @@
 """What a node's data directory holds, named once for the node that writes it and the run report
 that reads it back (orchestrator/report/):
 
-    DATA_DIR/chain.sqlite   the chain store (node/ledger/store.py)
+    DATA_DIR/chain.sqlite   the chain store (node/ledger/store.py), with the signed DFL
+                            draft not yet finalized, so that a restart finalizes it
     DATA_DIR/model.safetensors
                             the node's model, replaced atomically at every aggregation and on
                             a clean stop, so that a restarted node resumes from it

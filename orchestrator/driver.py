@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import json
 import logging
 import signal
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,7 +32,7 @@ from orchestrator.evaluator import TestSetEvaluator
 from orchestrator.exporter import OrchestratorMetrics
 from orchestrator.faults import NO_FAULTS_HINT, FaultRunner, ProcessFaults
 from orchestrator.injector import inject, training_samples
-from orchestrator.report.schema import FAULTS_FILE
+from orchestrator.report.schema import FAULTS_FILE, RUN_FILE, NodeSpec, run_record
 from orchestrator.spec import ExperimentSpec
 from proto.dfl.v1 import node_pb2, node_pb2_grpc
 
@@ -199,7 +197,12 @@ async def sample(
             url = node.metrics_url
             scraped = await loop.run_in_executor(None, scrape_node_metrics, url) if url else {}
         except (grpc.aio.AioRpcError, OSError) as error:
-            log.warning("could not sample %s: %s", node.name, error)
+            reason = (
+                f"{error.code().name} ({error.details()})"
+                if isinstance(error, grpc.aio.AioRpcError)
+                else str(error)
+            )
+            log.warning("could not sample %s: %s", node.name, reason)
             continue
         accuracy = await loop.run_in_executor(None, evaluator.accuracy, model.weights)
         rows[node.name] = {
@@ -223,10 +226,14 @@ async def drive(
     exporter: OrchestratorMetrics | None = None,
     duration: float | None = None,
     ready_timeout: float = READY_TIMEOUT,
+    alongside: Callable[[Fleet, asyncio.Event], Awaitable[None]] | None = None,
 ) -> None:
     """Injects, samples and watches the started nodes until `duration` ends or `stop` is set.
 
-    `duration` None runs until `stop` (a compose stack's orchestrator).
+    `duration` None runs until `stop` (a compose stack's orchestrator). `alongside` is more
+    work for the same span (`dfl load`'s Locust process): started once every node answers,
+    given the fleet and an event set when the run ends, and awaited before this returns, so
+    while the nodes still run.
     """
     spec = fleet.spec
     dataset = load_dataset(spec.dataset)
@@ -261,6 +268,7 @@ async def drive(
         faulting = (
             asyncio.ensure_future(faults.run(start, injecting)) if faults is not None else None
         )
+        beside = asyncio.ensure_future(alongside(fleet, injecting)) if alongside else None
         interval = spec.evaluation.interval_seconds
         while not stop.is_set():
             elapsed = loop.time() - start
@@ -292,6 +300,8 @@ async def drive(
         await asyncio.gather(*injectors, return_exceptions=True)
         if faulting is not None:
             await faulting
+        if beside is not None:
+            await beside
     finally:
         if metrics is not None:
             metrics.close()
@@ -377,25 +387,24 @@ def write_run_info(
 ) -> None:
     """run.json: what the report needs besides metrics.csv (who ran, how long, who peered)."""
     spec = fleet.spec
-    info = {
-        "name": spec.name,
-        "runtime": runtime,
-        "protocol": spec.protocol,
-        "started_at": datetime.fromtimestamp(fleet.started_at or time.time(), UTC).isoformat(),
-        "duration_s": spec.duration_seconds if fleet.elapsed is None else fleet.elapsed,
+    nodes = [
+        NodeSpec(
+            name=node.name,
+            address=node.address,
+            peers=tuple(peers.get(node.name, [])),
+            behaviour=spec.behaviour_of(node.index).name,
+        )
+        for node in fleet.nodes
+    ]
+    record = run_record(
+        spec,
+        runtime,
+        started_at=fleet.started_at or time.time(),
+        duration_s=spec.duration_seconds if fleet.elapsed is None else fleet.elapsed,
+        nodes=nodes,
         **extra,
-        "edges": [list(edge) for edge in spec.edges()],
-        "nodes": [
-            {
-                "name": node.name,
-                "address": node.address,
-                "peers": peers.get(node.name, []),
-                "behaviour": spec.behaviour_of(node.index).name,
-            }
-            for node in fleet.nodes
-        ],
-    }
-    (out / "run.json").write_text(json.dumps(info, indent=2))
+    )
+    (out / RUN_FILE).write_text(record)
 
 
 def run_experiment(fleet: Fleet, out: Path, *, progress: bool, **options: Any) -> None:

@@ -18,7 +18,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,7 +32,10 @@ PROCESS_KINDS = ("crash", "pause")
 NETWORK_KINDS = ("latency", "loss", "partition")
 
 
-NO_FAULTS_HINT = "faults run on --runtime local for now; remove `faults:` for this runtime"
+NO_FAULTS_HINT = (
+    "faults run on --runtime local and docker, and in `dfl simulate` for DFL; remove `faults:` "
+    "for this runtime"
+)
 
 
 @runtime_checkable
@@ -78,6 +81,65 @@ class FaultLog:
             out.write(json.dumps(record) + "\n")
 
 
+class FaultSchedule:
+    """The bookkeeping every runtime shares, simulator included: which faults are active, what
+    a moment does to the processes (through the runtime), whose network state it changes, and
+    its faults.jsonl line. Time and the network calls are the caller's: real seconds and
+    SetNetworkFault for processes and containers, virtual time and the in-memory transport for
+    the simulator."""
+
+    def __init__(
+        self,
+        processes: ProcessFaults,
+        address_of: Callable[[int], str],
+        log_path: Path,
+        on_change: Callable[[str, Sequence[int], bool], None] = lambda kind, nodes, on: None,
+    ) -> None:
+        self.processes = processes
+        self.address_of = address_of
+        self.log = FaultLog(log_path)
+        self.active: list[Any] = []
+        self.on_change = on_change  # (kind, node indices, active): dfl_fault_active
+
+    def apply(
+        self, phase: str, fault: Any, at: float, heights: Mapping[str, int], *, unix: float
+    ) -> list[tuple[int, node_pb2.NetworkFault]]:
+        """Carries out a process fault's moment; returns, for a network fault, each affected
+        node's whole network state now, for the caller to set."""
+        kind = fault.kind
+        if phase == "begin":
+            self.active.append(fault)
+        else:
+            self.active.remove(fault)
+        updates = []
+        if kind == "crash":
+            for index in fault.nodes:
+                (self.processes.crash if phase == "begin" else self.processes.restart)(index)
+        elif kind == "pause":
+            for index in fault.nodes:
+                (self.processes.pause if phase == "begin" else self.processes.resume)(index)
+        else:
+            updates = [
+                (index, network_state(self.active, index, self.address_of)) for index in fault.nodes
+            ]
+        self.on_change(kind, fault.nodes, phase == "begin")
+        log.info("fault %s %s on nodes %s at %.1f s", kind, phase, list(fault.nodes), at)
+        self.log.write(
+            time_s=round(at, 2),
+            unix=unix,
+            phase=phase,
+            kind=kind,
+            nodes=list(fault.nodes),
+            fault=fault.model_dump(mode="json"),
+            chain_heights=dict(heights),
+        )
+        return updates
+
+    def paused(self) -> list[int]:
+        """The nodes an active pause holds stopped."""
+        return [index for f in self.active if f.kind == "pause" for index in f.nodes]
+
+
 class FaultRunner:
     """Walks the spec's timeline in real time from the run's start: process faults through the
     runtime, network faults through each node's SetNetworkFault."""
@@ -93,13 +155,9 @@ class FaultRunner:
         on_change: Callable[[str, Sequence[int], bool], None] = lambda kind, nodes, on: None,
     ) -> None:
         self.spec = spec
-        self.processes = processes
+        self.schedule = FaultSchedule(processes, address_of, log_path, on_change)
         self.set_network = set_network  # async (index, fault) -> None
-        self.address_of = address_of
-        self.log = FaultLog(log_path)
         self.heights = heights  # async () -> {node name: chain height}, for the log
-        self.active: list[Any] = []
-        self.on_change = on_change  # (kind, node indices, active): dfl_fault_active
 
     async def run(self, started: float, stop: asyncio.Event) -> None:
         """Until the timeline is done or `stop` is set; what is active at a stop is undone."""
@@ -115,38 +173,14 @@ class FaultRunner:
                         pass
                 await self.apply(step.phase, step.fault, loop.time() - started)
         finally:
-            for fault in [f for f in self.active if f.kind == "pause"]:
-                for index in fault.nodes:  # a stopped process could not stop cleanly
-                    self.processes.resume(index)
+            for index in self.schedule.paused():  # a stopped process could not stop cleanly
+                self.schedule.processes.resume(index)
 
     async def apply(self, phase: str, fault: Any, at: float) -> None:
-        kind = fault.kind
-        if phase == "begin":
-            self.active.append(fault)
-        else:
-            self.active.remove(fault)
         heights = await self.heights() if self.heights is not None else {}
-        if kind == "crash":
-            for index in fault.nodes:
-                (self.processes.crash if phase == "begin" else self.processes.restart)(index)
-        elif kind == "pause":
-            for index in fault.nodes:
-                (self.processes.pause if phase == "begin" else self.processes.resume)(index)
-        else:
-            for index in fault.nodes:
-                state = network_state(self.active, index, self.address_of)
-                try:
-                    await self.set_network(index, state)
-                except grpc.aio.AioRpcError as error:  # a node down by another fault
-                    log.warning("node %d: network fault not set: %s", index, error.code().name)
-        self.on_change(kind, fault.nodes, phase == "begin")
-        log.info("fault %s %s on nodes %s at %.1f s", kind, phase, list(fault.nodes), at)
-        self.log.write(
-            time_s=round(at, 2),
-            unix=time.time(),
-            phase=phase,
-            kind=kind,
-            nodes=list(fault.nodes),
-            fault=fault.model_dump(mode="json"),
-            chain_heights=heights,
-        )
+        updates = self.schedule.apply(phase, fault, at, heights, unix=time.time())
+        for index, state in updates:
+            try:
+                await self.set_network(index, state)
+            except grpc.aio.AioRpcError as error:  # a node down by another fault
+                log.warning("node %d: network fault not set: %s", index, error.code().name)

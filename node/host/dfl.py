@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from node import seeds
+from node.host.checkpoint import Checkpoint, SavedModel
 from node.host.genesis import initial_learner
 from node.host.samples import SampleLog, SampleSource
 from node.learning.aggregation import CheckedAggregator, ReceivedModel
@@ -117,6 +118,20 @@ class DflHost:
         zero, a transient of a few steps."""
         self.learner.set_weights(weights)
         self.learner.solver.iteration = iteration
+
+    def save(self, checkpoint: Checkpoint, reason: str, height: int) -> float:
+        """Writes the current model to `checkpoint` (on the ML thread, or once it has
+        stopped); returns the seconds it took. What `resume_from` reads back."""
+        return checkpoint.save(
+            self.learner.weights(),
+            reason=reason,
+            height=height,
+            solver_iteration=self.learner.solver.iteration,
+        )
+
+    def resume_from(self, saved: SavedModel) -> None:
+        """Continues from what `save` wrote."""
+        self.resume(saved.weights, int(saved.metadata.get("solver_iteration", "0")))
 
     def _test(self, weights: np.ndarray) -> float:
         return self.tester.accuracy_of(weights, *self.samples.test_sample(self.test_batch))

@@ -35,6 +35,7 @@ from node.protocol.events import (
     Mine,
     PeersChanged,
     PersistBlock,
+    PersistDraft,
     PersistPowBlock,
     Plagiarize,
     PoolModel,
@@ -96,6 +97,14 @@ class Effects(Protocol):
     def send(self, to: tuple[str, ...], kind: Any, payload: bytes) -> None: ...
 
     def persist(self, block: pb.Block | pb.PowBlock) -> None: ...
+
+
+class DflEffects(Effects, Protocol):
+    """What DFL adds: keeping the draft it signed until the block is persisted."""
+
+    def persist_draft(self, block: pb.Block) -> None:
+        """Keeps a signed draft durably before returning: the engine sends the draft next, and
+        a restarted node must find it (ChainStore.save_draft)."""
 
 
 class BladeEffects(Effects, Protocol):
@@ -162,7 +171,7 @@ class DflDispatcher:
     task_of_event = DFL_TASK_OF_EVENT
 
     def __init__(
-        self, host: DflModelHost, effects: Effects, observer: HostObserver | None = None
+        self, host: DflModelHost, effects: DflEffects, observer: HostObserver | None = None
     ) -> None:
         self.host = host
         self.effects = effects
@@ -190,6 +199,8 @@ class DflDispatcher:
                 )
             case Send(to, kind, payload):
                 effects.send(to, kind, payload)
+            case PersistDraft(block):
+                effects.persist_draft(block)
             case PersistBlock(block):
                 effects.persist(block)
             case _:

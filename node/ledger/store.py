@@ -6,6 +6,11 @@ half-written is refused with the first bad height and the reason. Appends only c
 the head: the engine validated every confirmation as it arrived, and a second full check of our
 own block would be counted as blockchain overhead that the protocol does not need.
 
+Beside the blocks, a DFL node keeps the draft it has signed and sent but not yet finalized
+(`save_draft`, written before the draft leaves the node, and deleted in the same transaction that
+appends the block at its height). A node restarted between the two resumes that draft instead of
+signing a different block at a height its neighbours already hold a signed draft of.
+
 Both protocols use it: the genesis says which block format the rows hold (DFL's confirmed
 `Block`, BLADE-FL's mined `PowBlock`), and everything else (links, index, verification on open,
 `dfl chain verify`) is the same. Only BLADE-FL ever truncates, to switch to a longer fork.
@@ -14,7 +19,7 @@ Both protocols use it: the genesis says which block format the rows hold (DFL's 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeAlias
@@ -24,13 +29,15 @@ from node.ledger.hashing import digest_message
 from node.ledger.validation import (
     ValidationPolicy,
     decode,
+    validate_draft_block,
     validate_final_block,
     validate_pow_block,
 )
 from proto.dfl.v1 import records_pb2 as pb
 
 STORE_FILE = "chain.sqlite"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+UPGRADABLE_SCHEMAS = ("1",)  # schema 1 had no drafts table; opening such a store adds it
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
@@ -42,6 +49,13 @@ CREATE TABLE IF NOT EXISTS blocks (
 CREATE TABLE IF NOT EXISTS transactions (
     digest BLOB PRIMARY KEY,
     height INTEGER NOT NULL REFERENCES blocks(height)
+);
+"""
+_DRAFTS = """
+CREATE TABLE IF NOT EXISTS drafts (
+    height INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL,
+    data BLOB NOT NULL
 );
 """
 
@@ -158,6 +172,10 @@ class ChainStore:
             "SELECT height, final_digest FROM blocks ORDER BY height DESC LIMIT 1"
         ).fetchone()
         self.height, self.head_digest = (row[0], row[1]) if row else (0, genesis.digest)
+        # Called with the height being appended, inside the append's transaction once its rows
+        # are written and before the commit. Only the node's crash test hook sets it
+        # (NodeConfig.hold_append): the one way to kill a process in the middle of an append.
+        self.inside_append: Callable[[int], None] | None = None
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -173,7 +191,7 @@ class ChainStore:
             raise FileExistsError(f"{path} already holds a chain; open it instead")
         path.parent.mkdir(parents=True, exist_ok=True)
         connection = cls._connect(path)
-        connection.executescript(_SCHEMA)
+        connection.executescript(_SCHEMA + _DRAFTS)
         with _transaction(connection):
             connection.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
@@ -193,8 +211,14 @@ class ChainStore:
             raise FileNotFoundError(f"no chain store at {path}")
         connection = cls._connect(path)
         meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
-        if meta.get("schema") != SCHEMA_VERSION.encode():
-            raise ChainCorrupted(0, "malformed", f"{path} is not a chain store of schema 1")
+        schema = meta.get("schema", b"").decode(errors="replace")
+        if schema in UPGRADABLE_SCHEMAS:
+            _upgrade(connection)
+        elif schema != SCHEMA_VERSION:
+            connection.close()
+            raise ChainCorrupted(
+                0, "malformed", f"{path} is not a chain store of schema {SCHEMA_VERSION}"
+            )
         try:
             genesis = decode(pb.Genesis, meta["genesis"])
         except RecordRejected as error:
@@ -239,7 +263,35 @@ class ChainStore:
                 "INSERT INTO transactions (digest, height) VALUES (?, ?)",
                 [(tx.digest, link.height) for tx in _transactions(block)],
             )
+            self._db.execute("DELETE FROM drafts WHERE height <= ?", (link.height,))
+            if self.inside_append is not None:
+                self.inside_append(link.height)
         self.height, self.head_digest = link.height, link.digest
+
+    def save_draft(self, block: pb.Block) -> None:
+        """Keeps a signed DFL draft for the next height (replacing any other) until the block at
+        that height is appended; call it before the draft is sent anywhere."""
+        if not isinstance(block, pb.Block) or not isinstance(self.format, DflBlocks):
+            raise AppendRejected("only a DFL chain keeps drafts")
+        if block.body.height != self.height + 1 or block.body.previous_digest != self.head_digest:
+            raise AppendRejected(
+                f"draft {block.body.height} does not extend head {self.height}; nothing written"
+            )
+        if not block.digest or not block.signature or block.final_digest:
+            raise AppendRejected("only a signed draft that is not finalized is kept")
+        with _transaction(self._db):
+            self._db.execute("DELETE FROM drafts")
+            self._db.execute(
+                "INSERT INTO drafts (height, digest, data) VALUES (?, ?, ?)",
+                (block.body.height, block.digest, block.SerializeToString(deterministic=True)),
+            )
+
+    def draft(self) -> pb.Block | None:
+        """The signed draft for the next height that was saved and not yet finalized, if any."""
+        row = self._db.execute(
+            "SELECT data FROM drafts WHERE height = ?", (self.height + 1,)
+        ).fetchone()
+        return None if row is None else decode(pb.Block, row[0])
 
     def truncate(self, height: int) -> None:
         """Drops every block above `height` (a switch to a longer fork), atomically."""
@@ -253,6 +305,7 @@ class ChainStore:
         with _transaction(self._db):
             self._db.execute("DELETE FROM transactions WHERE height > ?", (height,))
             self._db.execute("DELETE FROM blocks WHERE height > ?", (height,))
+            self._db.execute("DELETE FROM drafts")
         self.height, self.head_digest = height, head
 
     def blocks(self, from_height: int = 1) -> Iterator[tuple[int, bytes, bytes]]:
@@ -303,7 +356,41 @@ class ChainStore:
         if index:
             stray = min(index)
             raise ChainCorrupted(stray, "index_mismatch", "transactions indexed without a block")
+        self._verify_drafts(expected, previous)
         return ChainSummary(expected - 1, previous, transactions, receipts, confirmations)
+
+    def _verify_drafts(self, height: int, previous: bytes) -> None:
+        """A kept draft is our own signed draft of the block after the head, and nothing else:
+        the node would finalize it as it stands."""
+        for draft_height, digest, data in self._db.execute(
+            "SELECT height, digest, data FROM drafts"
+        ):
+            try:
+                if draft_height != height:
+                    raise RecordRejected(
+                        RejectReason.BAD_LINK, f"a draft for height {draft_height} is kept"
+                    )
+                block = decode(pb.Block, data)
+                validate_draft_block(block, self.policy)
+                if block.body.creator.address != self.owner:
+                    raise RecordRejected(RejectReason.WRONG_CREATOR, "a draft of another node")
+                if block.body.height != height or block.body.previous_digest != previous:
+                    raise RecordRejected(RejectReason.BAD_LINK, "it does not extend the head")
+                if block.digest != digest or block.final_digest:
+                    raise RecordRejected(RejectReason.DIGEST_MISMATCH, "not the draft kept")
+            except RecordRejected as error:
+                raise ChainCorrupted(
+                    draft_height, error.reason.label, f"kept draft: {error.detail}"
+                ) from None
+
+
+def _upgrade(connection: sqlite3.Connection) -> None:
+    """Schema 1 to the current one: the drafts table, and the schema it makes, in one commit."""
+    with _transaction(connection):
+        connection.execute(_DRAFTS)
+        connection.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION.encode(),)
+        )
 
 
 def _transactions(block: AnyBlock) -> Sequence[pb.Transaction]:

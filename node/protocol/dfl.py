@@ -20,7 +20,9 @@ the same receipts with a fraction of the bytes.
 Blocks. An own transaction is settled once every neighbour has sent its receipt (with ttl 1, when
 no one else can) or `receipt_wait` has passed; settled transactions without a single receipt
 prove nothing and are dropped. With `transactions_per_block` settled ones the generator drafts a
-block and sends it to its neighbours, which confirm the receipts they wrote, once each. The draft
+block, asks the host to keep it (PersistDraft) and then sends it to its neighbours, which confirm
+the receipts they wrote, once each. An engine built with a kept draft resumes it, so a restarted
+node never signs a second, different draft at a height it already signed one for. The draft
 finalizes at once when every receipt a neighbour wrote is confirmed; otherwise at the first tick
 at least `quorum_grace` after the draft at which the confirmed fraction reaches the quorum (so a
 neighbour that is merely slower than the others still gets its confirmations in), or at the
@@ -66,6 +68,7 @@ from node.protocol.events import (
     MessageKind,
     PeersChanged,
     PersistBlock,
+    PersistDraft,
     SamplesCollected,
     Send,
     Tick,
@@ -206,7 +209,10 @@ class DflEngine:
         peers: tuple[str, ...] = (),
         height: int = 0,
         head_digest: bytes | None = None,
+        draft: pb.Block | None = None,
     ) -> None:
+        """`height`, `head_digest` and `draft` are what a restarted node's store kept: its head
+        and the signed draft it had sent for the next height, if any (ChainStore.draft)."""
         self.key = key
         self.genesis = genesis
         self.config = config
@@ -223,6 +229,23 @@ class DflEngine:
             seen=ExpiringMemory(config.seen_capacity),
             unconfirmed_receipts=ExpiringMemory(config.seen_capacity),
         )
+        if draft is not None:
+            self._resume(draft)
+
+    def _resume(self, draft: pb.Block) -> None:
+        """The draft goes on from when it was made: the confirmations it had gathered were
+        lost with the process, so it finalizes on those still to come or at the timeout."""
+        state = self.state
+        if (
+            draft.body.height != state.height + 1
+            or draft.body.previous_digest != state.head_digest
+            or draft.body.creator.address != self.address
+            or not draft.digest
+            or draft.final_digest
+        ):
+            raise ValueError("the draft to resume is not our own draft of the next block")
+        state.draft = DraftInProgress(draft, draft.body.time_ms / 1000)
+        state.counters["drafts_resumed"] += 1
 
     @property
     def address(self) -> bytes:
@@ -424,7 +447,10 @@ class DflEngine:
             del state.own[own.transaction.digest]
         state.draft = DraftInProgress(block, now)
         state.counters["blocks_drafted"] += 1
-        return [Send(state.peers, MessageKind.DRAFT_BLOCK, block.SerializeToString())]
+        return [
+            PersistDraft(block),  # kept before it leaves: a restart then resumes this one
+            Send(state.peers, MessageKind.DRAFT_BLOCK, block.SerializeToString()),
+        ]
 
     def _on_draft(self, payload: bytes, sender: str) -> list[DflAction]:
         block = decode(pb.Block, payload, self.policy.max_message_bytes)

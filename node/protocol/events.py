@@ -159,11 +159,20 @@ class Aggregate:
 
 
 @dataclass(frozen=True)
+class PersistDraft:
+    """Keep this signed draft until its block is persisted. It comes before the Send of the
+    draft, so a node restarted after sending it finalizes this draft (its neighbours hold its
+    signature) instead of signing a different block at the same height."""
+
+    block: pb.Block
+
+
+@dataclass(frozen=True)
 class PersistBlock:
     block: pb.Block
 
 
-DflAction = Train | Send | Evaluate | Aggregate | PersistBlock
+DflAction = Train | Send | Evaluate | Aggregate | PersistDraft | PersistBlock
 
 
 # --- BLADE-FL events ---------------------------------------------------------------------------

@@ -53,6 +53,7 @@ from node.protocol.events import (
 from node.service.admission import GENERATOR_PREFIX, Admission, generator_peer
 from node.service.config import NodeConfig
 from node.service.control import ControlVerifier
+from node.service.crashpoint import hold_inside_append
 from node.service.metrics import NodeMetrics
 from node.service.netfault import IncomingFaults, NetworkFault, NetworkFaults, OutgoingFaults
 from node.service.peers import SENDER_METADATA, SERVICE, PeerClient, server_options
@@ -146,6 +147,8 @@ class NodeBase:
         )
         self.genesis = genesis
         self.store = open_chain(self.config, self.key, genesis)
+        if config.hold_append is not None:  # a test hook (NodeConfig's docstring)
+            self.store.inside_append = hold_inside_append(config.hold_append)
         self.checkpoint = Checkpoint(config.data_dir, genesis)
         self.checkpoint_seconds: float | None = None  # how long the last save took
         self.metrics.set_info(self.key.address.hex(), genesis.digest.hex())
@@ -165,10 +168,14 @@ class NodeBase:
         return saved
 
     def _save_model(self, weights: np.ndarray, reason: str, **metadata: object) -> None:
-        """On the ML thread, or once it has stopped (the learner is then that thread's to read).
-        A failed save (a full disk) is logged and leaves the previous checkpoint in place."""
+        """On the ML thread, or once it has stopped (the learner is then that thread's to read)."""
+        self._save_with(lambda into: into.save(weights, reason=reason, **metadata), reason)
+
+    def _save_with(self, save: Callable[[Checkpoint], float], reason: str) -> None:
+        """Runs `save` on the checkpoint (it returns the seconds it took). A failed save (a full
+        disk) is logged and leaves the previous checkpoint in place."""
         try:
-            seconds = self.checkpoint.save(weights, reason=reason, **metadata)
+            seconds = save(self.checkpoint)
         except OSError as error:
             log.warning("could not save the model to %s: %s", self.checkpoint.path, error)
             return
@@ -459,10 +466,10 @@ class NodeBase:
             )
         pending = self._ml_pending
         ack = await self._submit(TransactionReceived(request, self._sender(context)), context)
-        if self._ml_pending > pending:
+        if self._ml_pending > pending:  # another node's model, seen first: one gossip hop
             self.admission.evaluated(peer, now, self._ml_pending - pending)
-        created = records_pb2.Transaction.FromString(request).body.create_time_ms / 1000
-        self.metrics.transaction_received(created, time.time())
+            created = records_pb2.Transaction.FromString(request).body.create_time_ms / 1000
+            self.metrics.transaction_received(created, time.time())
         return ack
 
     async def _inject(

@@ -30,6 +30,16 @@ class NodeConfigError(Exception):
 
 
 class NodeConfig(BaseModel):
+    """Every setting of one node; `load_node_config` builds it from a file and DFL_NODE_*.
+
+    `hold_append` is a test hook, not a setting for runs: with a path there (or
+    DFL_NODE_HOLD_APPEND), a chain append that finds no file at that path writes it (holding
+    the height being appended) and then waits 60 s inside the append's SQLite transaction,
+    before the commit, so that a crash test can SIGKILL the node in the middle of an append
+    (node/service/crashpoint.py). While the file exists appends run as usual; deleting it arms
+    the hook again. Only the node's own configuration sets it; nothing a peer sends can.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "node"
@@ -68,6 +78,7 @@ class NodeConfig(BaseModel):
     control_key: tuple[str, ...] = ()
     control_key_file: Path | None = None
     limits: dict[str, float] = Field(default_factory=dict)  # node/service/admission.py Limits
+    hold_append: Path | None = None  # a test hook (see above)
 
     @field_validator("peers", mode="before")
     @classmethod

@@ -8,6 +8,8 @@ The model survives a restart in the data directory's checkpoint (node/host/check
 after every aggregation, on the ML thread (the only one that may read the learner while the node
 runs, and so the loop never waits on the disk), and once more on a clean stop; loaded at start
 after the genesis has been built from the initial model, which must not change across restarts.
+The draft block in progress survives it in the chain store: a restarted engine resumes the draft
+it had signed and sent (ChainStore.draft) rather than signing another at the same height.
 """
 
 from __future__ import annotations
@@ -63,23 +65,18 @@ class DflNode(NodeBase, HostObserver):
             peers=config.peers,
             height=self.store.height,
             head_digest=self.store.head_digest,
+            draft=self.store.draft(),  # signed and sent before a crash: finalized, not redone
         )
         self.dispatch = DflDispatcher(self.host, self, self)
 
     def _resume(self) -> None:
         saved = self._saved_model()
         if saved is not None:
-            self.host.resume(saved.weights, int(saved.metadata.get("solver_iteration", "0")))
+            self.host.resume_from(saved)
 
     def _save_learner(self, reason: str, height: int) -> None:
         """On the ML thread, or once it has stopped: the learner is then this thread's."""
-        learner = self.host.learner
-        self._save_model(
-            learner.weights(),
-            reason,
-            height=height,
-            solver_iteration=learner.solver.iteration,
-        )
+        self._save_with(lambda checkpoint: self.host.save(checkpoint, reason, height), reason)
 
     def _stop_workers(self) -> None:
         super()._stop_workers()
@@ -87,6 +84,11 @@ class DflNode(NodeBase, HostObserver):
 
     def collect(self, images: np.ndarray, labels: np.ndarray) -> None:
         self.samples.collect(images, labels)
+
+    def persist_draft(self, block: records_pb2.Block) -> None:
+        """On the loop, before the draft is sent: the SQLite commit makes it durable."""
+        with self.profiler.measure("generate_block", "blockchain"):
+            self.store.save_draft(block)
 
     def persist(self, block: records_pb2.Block) -> None:
         with self.profiler.measure("generate_block", "blockchain"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from orchestrator.commands.common import (
     add_control_key_argument,
@@ -28,6 +29,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "node on a network of the run's own, with Prometheus alongside; needs the "
         "dfl-testbed image, see README).",
     )
+    add_run_arguments(parser)
+    parser.set_defaults(handler=run_command)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `dfl run` takes; `dfl load` starts its experiment the same way."""
     add_spec_arguments(parser)
     parser.add_argument("--runtime", choices=RUNTIMES, default="local")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory")
@@ -43,10 +50,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="docker: the node image (default: $DFL_IMAGE, else dfl-testbed:latest)",
     )
     add_control_key_argument(parser, required=False)
-    parser.set_defaults(handler=run_command)
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run_command(args: argparse.Namespace, **options: Any) -> int:
+    """Runs the experiment of `args` and writes its report; `options` go to the runtime's
+    driver (`alongside`: `dfl load`'s Locust process)."""
     from orchestrator.driver import RunFailed
     from orchestrator.report import render_report
 
@@ -76,6 +84,7 @@ def run_command(args: argparse.Namespace) -> int:
                     keep=args.keep,
                     image=args.image,
                     control=control,
+                    **options,
                 )
             except DockerUnavailable as error:
                 print(f"error: {error}", file=sys.stderr)
@@ -83,7 +92,7 @@ def run_command(args: argparse.Namespace) -> int:
         else:
             from orchestrator.runtimes.local import run_local
 
-            run_local(spec, args.out, progress=not args.quiet, control=control)
+            run_local(spec, args.out, progress=not args.quiet, control=control, **options)
     except RunFailed as error:
         print(f"error: {error}", file=sys.stderr)
         render_report(args.out)

@@ -18,7 +18,11 @@ Writes into DIR:
   chain.csv         DFL: per node, height, transactions, receipts, confirmations, bytes sent
   rounds.csv        BLADE-FL: per block, the global model's test loss and accuracy, time units
   summary.json      final accuracy (or loss), ticks to 0.9, wall time, ticks/s, CPU by category
-  run.png           the run's figure; spec.yaml, the spec as it ran; nodes/<name>/chain.sqlite"""
+  run.png           the run's figure; spec.yaml, the spec as it ran; nodes/<name>/chain.sqlite
+
+A DFL spec with `faults:` has them carried out in virtual time (a crashed node is rebuilt from
+its chain store and checkpoint), and DIR also gets what a real run's report reads: run.json,
+metrics.csv and faults.jsonl, with faults.md (the report's Faults section) and plots/faults.png."""
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -52,7 +52,7 @@ def report_markdown(data: RunData, summary: RunSummary) -> str:
         _header(data, summary),
         _notes(data, summary),
         _accuracy_section(summary),
-        faults_section(data, summary),
+        faults_section(data, summary.faults),
         _cpu_section(data, summary),
         pow_chain_section(data, summary)
         if summary.protocol == BLADE_PROTOCOL

@@ -19,19 +19,18 @@ from orchestrator.report.schema import (
     PLOTS_DIR,
     RunData,
 )
-from orchestrator.report.summary import RunSummary
 
 ABSENT = "—"  # a counter metrics.csv does not carry
 FROM_METRICS = "*"  # a height after the fault taken from metrics.csv, not from the end line
 
 
-def faults_section(data: RunData, summary: RunSummary) -> str:
-    """The section, or "" for a run without faults.jsonl."""
+def faults_section(data: RunData, faults: Sequence[FaultSummary]) -> str:
+    """The section, or "" for a run without faults.jsonl; `faults` is the summary's."""
     if data.faults is None:
         return ""
     parts = ["## Faults\n"]
     strays = fault_windows(data.faults)[1]
-    if not summary.faults:
+    if not faults:
         parts.append(f"{FAULTS_FILE} lists no fault that began.\n")
         return "\n".join(parts)
     parts.append(
@@ -57,16 +56,16 @@ def faults_section(data: RunData, summary: RunSummary) -> str:
                 "messages delayed",
                 "rejections seen",
             ),
-            [_fault_row(fault) for fault in summary.faults],
+            [_fault_row(fault) for fault in faults],
             numeric="n---nnnnnnnnn",
         )
     )
-    parts.append("\n".join(_legend(data, summary.faults)) + "\n")
+    parts.append("\n".join(_legend(data, faults)) + "\n")
     if strays:
         parts.append(f"{FAULTS_FILE}: {strays} end lines without a begin were left out.\n")
     parts.append(f"![accuracy with the fault windows]({PLOTS_DIR}/{FAULTS_PLOT})\n")
-    if any(len(fault.by_node) > 1 for fault in summary.faults):
-        parts.append(_by_node(summary.faults))
+    if any(len(fault.by_node) > 1 for fault in faults):
+        parts.append(_by_node(faults))
     return "\n".join(parts)
 
 

@@ -103,14 +103,22 @@ def draw_plots(data: RunData, summary: RunSummary, plot_dir: Path) -> None:
             title=f"{data.info.name}: difference to the nearest peer's model, per round",
         )
     if summary.faults:
-        plot_faults(
-            plot_dir / FAULTS_PLOT,
-            series("accuracy_test"),
-            [(f.number, f.kind, f.start_s, f.end_s) for f in summary.faults],
-            node_order=names,
-            end=summary.window_end_s,
-            title=f"{data.info.name}: test-set accuracy and the fault windows",
-        )
+        draw_fault_plot(data, summary, plot_dir / FAULTS_PLOT)
+
+
+def draw_fault_plot(data: RunData, summary: RunSummary, path: Path) -> Path:
+    """The Faults section's figure (a simulated run with faults draws it alone)."""
+    names = list(data.nodes)
+    series = {n: data.metrics.series(n, "accuracy_test") for n in names}
+    accuracy = {n: (s.times, s.values) for n, s in series.items() if s.times}
+    return plot_faults(
+        path,
+        accuracy,
+        [(f.number, f.kind, f.start_s, f.end_s) for f in summary.faults],
+        node_order=names,
+        end=summary.window_end_s,
+        title=f"{data.info.name}: test-set accuracy and the fault windows",
+    )
 
 
 def _node_legend(

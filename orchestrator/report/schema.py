@@ -9,6 +9,10 @@ A run (local processes, Docker containers) leaves this layout, and nothing else 
                                     profile.json and, for BLADE-FL, rounds.jsonl
     DIR/faults.jsonl                a run with `faults:` only: one line per fault begin or end
                                     (orchestrator/faults.py FaultRunner)
+    DIR/load_stats.csv, load_stats_history.csv, load_failures.csv
+                                    a `dfl load` run only: Locust's CSV files
+    DIR/load.json                   a `dfl load` run only: its settings, and every node's
+                                    counters before and after the load (orchestrator/load/)
 
 The report adds DIR/report.md, DIR/summary.json and DIR/plots/*.png. The names are declared here
 once so that the runtimes writing a run directory and the readers cannot drift apart; the names
@@ -17,8 +21,10 @@ inside a node's data directory belong to the node and come from node/datadir.py.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,14 @@ CHAIN_PLOT = "chain.png"
 PLAGIARISM_PLOT = "plagiarism.png"  # BLADE-FL runs with a rounds.jsonl only
 FAULTS_FILE = "faults.jsonl"
 FAULTS_PLOT = "faults.png"  # runs with a faults.jsonl only
+# `dfl load` runs only (orchestrator/load/): Locust's CSV files (`--csv load`), the nodes' own
+# counters before and after the load with its settings, and the plan, key and log in load/.
+LOAD_CSV_PREFIX = "load"
+LOAD_STATS_FILE = "load_stats.csv"
+LOAD_HISTORY_FILE = "load_stats_history.csv"
+LOAD_FAILURES_FILE = "load_failures.csv"
+LOAD_FILE = "load.json"
+LOAD_DIR = "load"
 BLADE_PROTOCOL = "blade-fl"  # run.json's protocol, and the genesis's, for BLADE-FL
 
 METRICS_HEADER = ("time_s", "node", "metric", "value")
@@ -95,6 +109,30 @@ class RunInfo:
     def node_names(self) -> dict[str, str]:
         """Hex address -> node name, for the nodes whose address run.json gives."""
         return {n.address: n.name for n in self.nodes if n.address}
+
+
+def run_record(
+    spec: Any,
+    runtime: str,
+    *,
+    started_at: float,
+    duration_s: float,
+    nodes: Sequence[NodeSpec],
+    **extra: Any,
+) -> str:
+    """run.json's text, written by every runtime (the simulator's fault runs included) and read
+    by `RunInfo`."""
+    info = {
+        "name": spec.name,
+        "runtime": runtime,
+        "protocol": spec.protocol,
+        "started_at": datetime.fromtimestamp(started_at, UTC).isoformat(),
+        "duration_s": duration_s,
+        **extra,
+        "edges": [list(edge) for edge in spec.edges()],
+        "nodes": [{**asdict(node), "peers": list(node.peers)} for node in nodes],
+    }
+    return json.dumps(info, indent=2)
 
 
 @dataclass(frozen=True)

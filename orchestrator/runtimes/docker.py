@@ -478,8 +478,10 @@ def run_docker(
     keep: bool = False,
     image: str | None = None,
     control: ControlSigner | None = None,
+    **options: Any,
 ) -> DockerRun:
-    """Runs the experiment in containers to its end (or Ctrl-C); leaves everything in `out`."""
+    """Runs the experiment in containers to its end (or Ctrl-C); leaves everything in `out`.
+    `options` go to the driver's `drive` (`alongside`: `dfl load`'s Locust process)."""
     import docker.errors
 
     image = image or os.environ.get(IMAGE_ENV, DEFAULT_IMAGE)
@@ -506,6 +508,7 @@ def run_docker(
             progress=progress,
             exporter=run.exporter,
             ready_timeout=60.0 + 6.0 * spec.nodes.count,
+            **options,
         )
     finally:
         run.stop_and_collect()

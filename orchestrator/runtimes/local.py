@@ -188,9 +188,11 @@ def run_local(
     *,
     progress: bool = True,
     control: ControlSigner | None = None,
+    **options: Any,
 ) -> LocalRun:
     """Runs the experiment to its end (or Ctrl-C) and leaves everything in `out`; `control`
-    is the key the nodes obey (a fresh one when None)."""
+    is the key the nodes obey (a fresh one when None); `options` go to the driver's `drive`
+    (`alongside`: `dfl load`'s Locust process)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.yaml").write_text(spec.to_yaml())
     run = LocalRun(spec, out, control=control or ControlSigner.generate())
@@ -199,7 +201,7 @@ def run_local(
     try:
         for node in run.nodes:
             run.start(node)
-        run_experiment(run, out, progress=progress)
+        run_experiment(run, out, progress=progress, **options)
     finally:
         run.stop_all()
         write_run_json(run)

@@ -10,6 +10,12 @@ Every engine call and every piece of ML work is charged to a profiler by (task, 
 tasks and categories a node's profiler uses, so a run reports the chain's share of the CPU the
 way a node does.
 
+Faults happen here as in a process, in virtual time: a node's network faults are the node's own
+seeded `NetworkFaults` (node/service/netfault.py), applied to each message on the way out and on
+the way in; a crashed node receives nothing (a message to it fails as a send would) until
+`restart` hands it an engine rebuilt from its store, and what it had scheduled for itself before
+the crash never arrives; a paused node holds what reaches it until it is resumed.
+
 BLADE-FL's mining runs for real (the same `mine` as a node, at whatever difficulty the genesis
 sets) and takes virtual time in proportion to the hashes it needed, at `hash_rate` per second, so
 miners race as they would: the one that needed fewer hashes finds its block first.
@@ -49,6 +55,7 @@ from node.protocol.events import (
     TransactionReceived,
     VoteReceived,
 )
+from node.service.netfault import NetworkFault, NetworkFaults
 from node.service.profiler import Profiler
 from proto.dfl.v1 import records_pb2 as pb
 
@@ -74,7 +81,14 @@ class MemoryNode:
     rejections: Counter[str] = field(default_factory=Counter)
     bytes_sent: int = 0
     messages_sent: int = 0
+    send_failures: int = 0  # messages lost to a fault or a crashed receiver (a failed send)
+    fault_messages: Counter[str] = field(default_factory=Counter)  # "dropped", "delayed"
+    status: str = "up"  # "down" (crashed) or "paused"
+    incarnation: int = 0  # one more at every crash: what an earlier run scheduled is void
+    peers: tuple[str, ...] = ()
+    held: list[Any] = field(default_factory=list)  # events that reached it while paused
     dispatch: DflDispatcher | BladeDispatcher = field(init=False, repr=False)
+    network_faults: NetworkFaults = field(init=False, repr=False)
 
 
 class MemoryEffects:
@@ -107,7 +121,9 @@ class MemoryEffects:
         if event is None:
             return
         if virtual_seconds > 0:
-            network.schedule(network.now + virtual_seconds, self.node.name, event)
+            network.schedule(
+                network.now + virtual_seconds, self.node.name, event, self.node.incarnation
+            )
         else:
             network.handle(self.node, event)
 
@@ -118,20 +134,30 @@ class MemoryEffects:
             node.messages_sent += 1
             if (node.name, peer) in network.cut:
                 continue
+            held_back = network.transit(node, peer)
+            if held_back is None:
+                node.send_failures += 1
+                continue
             event = _RECEIVED[kind](payload, node.name)
-            network.schedule(network.now + network.latency, peer, event)
+            network.schedule(network.now + network.latency + held_back, peer, event)
 
     def persist(self, block: pb.Block | pb.PowBlock) -> None:
         if self.node.store is not None:
             with self.network.profiler.measure("generate_block", "blockchain"):
                 self.node.store.append(block)
 
+    def persist_draft(self, block: pb.Block) -> None:
+        if self.node.store is not None:
+            with self.network.profiler.measure("generate_block", "blockchain"):
+                self.node.store.save_draft(block)
+
     def mine(self, height: int, prefix: bytes, target: bytes) -> None:
         network = self.network
         with network.profiler.measure("mine", "blockchain"):
             result = mine(prefix, target, 0, MAX_NONCE)
         done = network.now + result.attempts / network.hash_rate
-        network.schedule(done, self.node.name, BlockMined(height, result.nonce or 0))
+        event = BlockMined(height, result.nonce or 0)
+        network.schedule(done, self.node.name, event, self.node.incarnation)
 
     def stop_mining(self, height: int) -> None:
         """The BlockMined already scheduled arrives late and the engine ignores it."""
@@ -143,14 +169,21 @@ class MemoryEffects:
     def fetch_chain(self, peer: str) -> None:
         network = self.network
         fetched = network.fetch(self.node.name, peer)
-        network.schedule(network.now + network.latency, self.node.name, fetched)
+        network.schedule(
+            network.now + network.latency, self.node.name, fetched, self.node.incarnation
+        )
 
 
 class MemoryNetwork:
     """Nodes by name, a queue of timed events, and a transport with a fixed latency."""
 
     def __init__(
-        self, *, latency: float = 0.01, tick_interval: float = 1.0, hash_rate: float = 1e4
+        self,
+        *,
+        latency: float = 0.01,
+        tick_interval: float = 1.0,
+        hash_rate: float = 1e4,
+        seed: int = 0,
     ) -> None:
         self.nodes: dict[str, MemoryNode] = {}
         self.latency = latency
@@ -159,11 +192,24 @@ class MemoryNetwork:
         self.profiler = Profiler()
         self.now = 0.0
         self.cut: set[tuple[str, str]] = set()  # (sender, receiver) links that drop everything
+        self.seed = seed  # the experiment's: each node's network-fault draws derive from it
         self._next_tick = tick_interval
-        self._queue: list[tuple[float, int, str, Any]] = []
+        # (time, order, node, event, incarnation): an incarnation that is no longer the node's
+        # marks an event a crashed run of the node scheduled for itself
+        self._queue: list[tuple[float, int, str, Any, int | None]] = []
         self._order = itertools.count()
 
     def add(self, node: MemoryNode) -> None:
+        """Adds `node`; its index (for its seeded fault draws) is the order of adding."""
+
+        def counted(direction: str, fate: str) -> None:
+            node.fault_messages[fate] += 1
+
+        node.network_faults = NetworkFaults(self.seed, len(self.nodes), on_fault=counted)
+        self._wire(node)
+        self.nodes[node.name] = node
+
+    def _wire(self, node: MemoryNode) -> None:
         effects = MemoryEffects(self, node)
         if isinstance(node.host, BladeModelHost):
             node.dispatch = BladeDispatcher(
@@ -171,7 +217,6 @@ class MemoryNetwork:
             )
         else:
             node.dispatch = DflDispatcher(node.host, effects, node.observer)
-        self.nodes[node.name] = node
 
     def connect(self, edges: Sequence[tuple[str, str]]) -> None:
         """Undirected edges; each node's peers become its neighbours' names."""
@@ -180,10 +225,57 @@ class MemoryNetwork:
             peers[a].append(b)
             peers[b].append(a)
         for name, neighbours in peers.items():
-            self.handle(self.nodes[name], PeersChanged(tuple(sorted(neighbours))))
+            self.nodes[name].peers = tuple(sorted(neighbours))
+            self.handle(self.nodes[name], PeersChanged(self.nodes[name].peers))
 
-    def schedule(self, at: float, name: str, event: Any) -> None:
-        heapq.heappush(self._queue, (at, next(self._order), name, event))
+    def schedule(self, at: float, name: str, event: Any, incarnation: int | None = None) -> None:
+        """`incarnation`: the node's own, for what it schedules for itself (lost if it crashes
+        first); None for what reaches it from outside, whichever run of it is up then."""
+        heapq.heappush(self._queue, (at, next(self._order), name, event, incarnation))
+
+    # --- faults --------------------------------------------------------------------------------
+
+    def transit(self, sender: MemoryNode, receiver: str) -> float | None:
+        """Seconds a message is held back beyond the latency by the two ends' network faults,
+        or None when it is lost: to a fault, or to a receiver that is down."""
+        other = self.nodes[receiver]
+        if other.status == "down":
+            return None
+        out = sender.network_faults.fate(receiver, "out")
+        if out is None:
+            return None
+        into = other.network_faults.fate(sender.name, "in")
+        return None if into is None else out + into
+
+    def set_network_fault(self, name: str, fault: NetworkFault) -> None:
+        """What the control call SetNetworkFault does to a node process."""
+        self.nodes[name].network_faults.fault = fault
+
+    def crash(self, name: str) -> None:
+        """The node stops at once; it keeps its store on disk, the caller closes it."""
+        node = self.nodes[name]
+        node.status = "down"
+        node.incarnation += 1
+        node.held.clear()
+
+    def restart(self, name: str, engine: Any, host: DflModelHost | BladeModelHost) -> None:
+        """The node runs again with `engine` and `host`, rebuilt as a process rebuilds them
+        (from its store and checkpoint), and learns its peers as a started node does."""
+        node = self.nodes[name]
+        node.engine, node.host, node.status = engine, host, "up"
+        self._wire(node)
+        self.handle(node, PeersChanged(node.peers))
+
+    def pause(self, name: str) -> None:
+        self.nodes[name].status = "paused"
+
+    def resume(self, name: str) -> None:
+        """Handles, now and in order, what reached the node while it was paused."""
+        node = self.nodes[name]
+        node.status = "up"
+        held, node.held = node.held, []
+        for event in held:
+            self.handle(node, event)
 
     def run(self, until: float) -> None:
         """Processes every event up to `until`, with a Tick for every node each tick_interval."""
@@ -194,15 +286,23 @@ class MemoryNetwork:
             if self._next_tick <= due:
                 self.now = self._next_tick
                 for node in self.nodes.values():
-                    self.handle(node, Tick())
+                    if node.status == "up":  # a stopped process's clock does not fire
+                        self.handle(node, Tick())
                 self._next_tick += self.tick_interval
                 continue
-            self.now, _, name, event = heapq.heappop(self._queue)
-            self.handle(self.nodes[name], event)
+            self.now, _, name, event, incarnation = heapq.heappop(self._queue)
+            node = self.nodes[name]
+            if incarnation is None or incarnation == node.incarnation:
+                self.handle(node, event)
         self.now = until
 
     def handle(self, node: MemoryNode, event: Any) -> None:
-        """Feeds `node`'s engine and carries out what it asks; a rejected record is counted."""
+        """Feeds `node`'s engine and carries out what it asks; a rejected record is counted.
+        A crashed node loses the event; a paused one holds it."""
+        if node.status != "up":
+            if node.status == "paused":
+                node.held.append(event)
+            return
         try:
             task = node.dispatch.task_of_event[type(event)]
             with self.profiler.measure(task, "blockchain"):
@@ -216,7 +316,13 @@ class MemoryNetwork:
     def fetch(self, name: str, peer: str) -> ChainFetched | FetchFailed:
         """What a peer's StreamChain and GetRoundModels would answer."""
         other = self.nodes[peer]
-        if (name, peer) in self.cut or (peer, name) in self.cut or other.store is None:
+        if (
+            (name, peer) in self.cut
+            or (peer, name) in self.cut
+            or other.store is None
+            or other.status != "up"
+            or self.transit(self.nodes[name], peer) is None
+        ):
             return FetchFailed(peer)
         blocks = tuple(data for _, _, data in other.store.blocks())
         models = other.engine.round_models(other.store.height)

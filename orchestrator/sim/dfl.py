@@ -15,6 +15,10 @@ weights, one per node per instant) and what runs a model on test samples (one sh
 
 Every `sim.accuracy_interval` ticks, each node's model is tested on fresh uniform test samples
 (accuracy.csv) and eq. 5's per-layer weight difference is taken (weight_diff.csv).
+
+A spec with `faults:` has them carried out in virtual time (orchestrator/sim/faults.py): a
+crashed node is rebuilt as a restarted process rebuilds itself, a fresh host resumed from its
+checkpoint and an engine continuing its re-verified chain store.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from node import seeds
+from node.host.checkpoint import Checkpoint
 from node.host.dfl import DflHost
 from node.host.dispatch import HostObserver
 from node.host.samples import StreamedSamples
@@ -42,6 +47,7 @@ from orchestrator.partition import Partition, SampleStream
 from orchestrator.runtimes.memory import MemoryNetwork, MemoryNode
 from orchestrator.sim import outputs
 from orchestrator.sim.evaluation import BatchEvaluator, Job
+from orchestrator.sim.faults import SimulatedFaults
 from orchestrator.sim.progress import ProgressBar
 from orchestrator.spec import ExperimentSpec
 
@@ -61,7 +67,8 @@ def node_keys(spec: ExperimentSpec) -> list[NodeKey]:
 
 
 class _ReputationRecorder(HostObserver):
-    """reputation.csv's rows: after each aggregation, the node's reputation of each generator."""
+    """reputation.csv's rows: after each aggregation, the node's reputation of each generator;
+    and, in a run where nodes crash, the node's checkpoint, saved as a node process saves it."""
 
     def __init__(self, simulation: DflSimulation, index: int) -> None:
         self.simulation = simulation
@@ -71,6 +78,13 @@ class _ReputationRecorder(HostObserver):
     def aggregated(
         self, models: Sequence[BufferedModel], reputation: Mapping[str, float] | None
     ) -> None:
+        simulation = self.simulation
+        checkpoint = simulation.checkpoints.get(self.index)
+        if checkpoint is not None:
+            store = simulation.network.nodes[simulation.names[self.index]].store
+            height = store.height if store is not None else 0
+            with simulation.network.profiler.measure("other", "ml"):
+                simulation.hosts[self.index].save(checkpoint, "aggregation", height)
         if not reputation:
             return  # a rule without reputations (FedAvg, HalfFedAvg) leaves no rows
         now = round(self.simulation.network.now, 3)
@@ -101,12 +115,13 @@ class DflSimulation:
         self.ticks = round(spec.duration_seconds)
         self.evaluator = BatchEvaluator(spec.model)
         self.test_images, self.test_labels = dataset.test_images, dataset.test_labels
-        self.network = MemoryNetwork(latency=LATENCY)
+        self.network = MemoryNetwork(latency=LATENCY, seed=spec.seed)
         self.names = [f"node{i}" for i in range(spec.nodes.count)]
         self.keys = node_keys(spec)
         self.hosts: list[DflHost] = []
         self.recorders: list[_ReputationRecorder] = []
         self.stores: list[ChainStore] = []
+        self.checkpoints: dict[int, Checkpoint] = {}  # nodes that may crash: index -> theirs
         self._build(dataset)
 
     def _now(self) -> float:
@@ -125,7 +140,7 @@ class DflSimulation:
         self._names_by_address = {
             key.address.hex(): name for key, name in zip(self.keys, self.names, strict=True)
         }
-        aggregator = spec.dfl.aggregator
+        self._samples = []
         for index in range(spec.nodes.count):
             test_stream = SampleStream(
                 self.test_images,
@@ -134,32 +149,20 @@ class DflSimulation:
                 seeds.stream(seed, seeds.Purpose.TEST_STREAM, index),
             )
             train_stream = partition.stream(index, dataset.train_images, dataset.train_labels)
-            self.hosts.append(
-                DflHost(
-                    model=spec.model,
-                    seed=seed,
-                    index=index,
-                    aggregator=load_aggregator(aggregator.name, **aggregator.options),
-                    behaviour=spec.behaviour(index),
-                    samples=StreamedSamples(train_stream, test_stream, self._now),
-                    test_batch=spec.dfl.test_batch,
-                    tester=self.evaluator,
-                    track_local_accuracy=False,  # accuracy.csv is the simulator's record
-                )
-            )
+            self._samples.append(StreamedSamples(train_stream, test_stream, self._now))
+            self.hosts.append(self._host(index))
         self.genesis = spec_genesis(spec, learner=self.hosts[0].learner)
+        crashing = {i for f in spec.faults if f.kind == "crash" for i in f.nodes}
         for index, (name, key, host) in enumerate(
             zip(self.names, self.keys, self.hosts, strict=True)
         ):
-            config = spec.dfl_config(index)
             store = None
-            engine: DflEngine | ChainlessDflEngine
             if self.chain:
-                engine = DflEngine(key, self.genesis, config)
                 store = ChainStore.create(self.out / "nodes" / name, self.genesis, key.address)
                 self.stores.append(store)
-            else:
-                engine = ChainlessDflEngine(key.address, config)
+            if index in crashing:
+                self.checkpoints[index] = Checkpoint(self.out / "nodes" / name, self.genesis)
+            engine = self._engine(index, store)
             recorder = _ReputationRecorder(self, index)
             self.recorders.append(recorder)
             self.network.add(MemoryNode(name, engine, host, store, observer=recorder))
@@ -168,6 +171,52 @@ class DflSimulation:
         self.slices = self.hosts[0].learner.flat.slices
         parameter_names = [name for name, _ in self.hosts[0].learner.module.named_parameters()]
         self.layers = outputs.layer_groups(parameter_names)
+
+    def _host(self, index: int) -> DflHost:
+        """Node `index`'s host as a node process builds it: the initial model, a fresh
+        aggregator; its samples continue the partition's streams."""
+        spec, aggregator = self.spec, self.spec.dfl.aggregator
+        return DflHost(
+            model=spec.model,
+            seed=spec.seed,
+            index=index,
+            aggregator=load_aggregator(aggregator.name, **aggregator.options),
+            behaviour=spec.behaviour(index),
+            samples=self._samples[index],
+            test_batch=spec.dfl.test_batch,
+            tester=self.evaluator,
+            track_local_accuracy=False,  # accuracy.csv is the simulator's record
+        )
+
+    def _engine(self, index: int, store: ChainStore | None) -> DflEngine | ChainlessDflEngine:
+        """The engine a node process builds: continuing its store's chain, if it has one."""
+        config = self.spec.dfl_config(index)
+        if store is None:
+            return ChainlessDflEngine(self.keys[index].address, config)
+        return DflEngine(
+            self.keys[index],
+            self.genesis,
+            config,
+            height=store.height,
+            head_digest=store.head_digest,
+            draft=store.draft(),
+        )
+
+    def restart(self, index: int) -> None:
+        """Node `index` after a crash, as its process restarts: its store reopened (and so
+        re-verified), a fresh host on its checkpoint, an engine continuing the chain."""
+        name = self.names[index]
+        node = self.network.nodes[name]
+        if node.store is not None:
+            node.store.close()
+            node.store = ChainStore.open(self.out / "nodes" / name)
+            self.stores[index] = node.store
+        host = self._host(index)
+        saved = self.checkpoints[index].load() if index in self.checkpoints else None
+        if saved is not None:
+            host.resume_from(saved)
+        self.hosts[index] = host
+        self.network.restart(name, self._engine(index, node.store), host)
 
     def _schedule_training(self) -> None:
         """Each node's training ticks, drawn up front: a batch arrives, the engine trains."""
@@ -221,18 +270,26 @@ class DflSimulation:
             ),
         }
         interval = self.spec.sim.accuracy_interval
+        faults = SimulatedFaults(self, self.out) if self.spec.faults else None
         bar = ProgressBar(self.ticks, "tick", label=f"{self.spec.name} ") if self.progress else None
         started, cpu_started = time.perf_counter(), time.process_time()
         try:
-            self._record(0, writers)
+            accuracies = self._record(0, writers)
+            if faults is not None:
+                faults.sample(0, accuracies)
             for tick in sorted({*range(interval, self.ticks + 1, interval), self.ticks}):
+                if faults is not None:
+                    faults.run_until(float(tick))
                 self.network.run(float(tick))
                 accuracies = self._record(tick, writers)
+                if faults is not None:
+                    faults.sample(tick, accuracies)
                 if bar is not None:
                     bar.update(tick, f"mean accuracy {np.mean(accuracies):.3f}")
             wall = time.perf_counter() - started
             self.process_cpu = time.process_time() - cpu_started
             chain_rows = self._chain_rows()
+            fault_rows = faults.finish(self.ticks) if faults is not None else None
             for name, host in zip(self.names, self.hosts, strict=True):
                 (self.out / "nodes" / name).mkdir(parents=True, exist_ok=True)
                 host.sample_log.write(self.out / "nodes" / name)
@@ -243,7 +300,7 @@ class DflSimulation:
                 bar.close()
             for store in self.stores:
                 store.close()
-        return self._summary(wall, chain_rows)
+        return self._summary(wall, chain_rows, fault_rows)
 
     def _chain_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -274,7 +331,12 @@ class DflSimulation:
         writer.close()
         return rows
 
-    def _summary(self, wall: float, chain_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def _summary(
+        self,
+        wall: float,
+        chain_rows: list[dict[str, Any]],
+        fault_rows: list[dict[str, Any]] | None,
+    ) -> dict[str, Any]:
         _, series = outputs.read_series(self.out / outputs.ACCURACY_FILE)
         ticks, values = series[:, 0], series[:, 1:]
         honest = [i for i, h in enumerate(self.hosts) if h.behaviour.name in HONEST]
@@ -307,5 +369,7 @@ class DflSimulation:
             },
             "edges": [list(edge) for edge in self.spec.edges()],
         }
+        if fault_rows is not None:
+            summary["faults"] = fault_rows  # the rows of faults.md, as a report's summary.json
         outputs.write_summary(self.out / outputs.SUMMARY_FILE, summary)
         return summary

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.datasets import load_dataset
-from orchestrator.faults import NO_FAULTS_HINT
 from orchestrator.sim import outputs
+from orchestrator.sim.faults import FAULT_RUN_FILES
 from orchestrator.spec import ExperimentSpec, Problem, SpecError
 
 SPEC_FILE = "spec.yaml"
@@ -22,6 +22,7 @@ RUN_FILES = (
     outputs.ROUNDS_FILE,
     outputs.SUMMARY_FILE,
     "run.png",
+    *FAULT_RUN_FILES,
 )
 
 
@@ -65,10 +66,17 @@ def simulate(
                 )
             ],
         )
-    if spec.faults:
+    if spec.faults and spec.protocol != "dfl":
         raise SpecError(
             "dfl simulate",
-            [Problem("faults", f"the simulator does not carry out faults yet: {NO_FAULTS_HINT}")],
+            [
+                Problem(
+                    "faults",
+                    "the BLADE-FL simulator runs in the paper's time units, not seconds, and "
+                    "does not carry out faults; run this spec with --runtime local or docker, "
+                    "or remove `faults:`",
+                )
+            ],
         )
     dataset = load_dataset(spec.dataset, data_dir)
     prepare_run_directory(out, replace=replace)

@@ -146,7 +146,7 @@ def _build_dfl() -> dict[str, Any]:
     with_receipt = pb.Transaction.FromString(back.payload)
     receipt = with_receipt.receipts[0]
     relay = _template("relay", b, 0.3, {tx.digest, receipt.digest})
-    (draft,) = a.handle(TransactionReceived(back.payload, "b"), 0.3)
+    (_, draft) = a.handle(TransactionReceived(back.payload, "b"), 0.3)  # PersistDraft, Send
     drafted = _template("drafted", a, 0.5)
     (confirm,) = b.handle(DraftBlockReceived(draft.payload, "a"), 0.4)
     (persist, *_) = a.handle(ConfirmationsReceived(confirm.payload, "b"), 0.5)

@@ -25,7 +25,7 @@ from node.service.peers import CHANNEL_OPTIONS, SERVICE
 from orchestrator.datasets import DATA_DIR_ENV, ensure_dataset
 from orchestrator.driver import Progress, drive
 from orchestrator.runtimes.local import LocalNode, LocalRun, write_run_json
-from orchestrator.spec import ExperimentSpec, with_overrides
+from orchestrator.spec import ExperimentSpec
 from proto.dfl.v1 import node_pb2, node_pb2_grpc
 
 READY_TIMEOUT = 120.0
@@ -107,9 +107,8 @@ class LiveNetwork:
                 self._thread.join(timeout=60)
         finally:
             self.run.stop_all()
-        if self.run.started_at:
-            elapsed = time.time() - self.run.started_at
-            self.run.spec = with_overrides(self.run.spec, {"duration": round(elapsed, 1)})
+        if self.run.started_at and self.run.elapsed is None:  # stopped before the driver ended
+            self.run.elapsed = round(time.time() - self.run.started_at, 1)
         write_run_json(self.run)
 
 

@@ -2,19 +2,36 @@
 
 Two real node processes (the smoke experiment cut to two peered nodes, small buffers so they
 aggregate every couple of seconds) are driven as `dfl run --runtime local` drives them. One of
-them is killed five times, at different moments of its aggregate-and-save cycle, and restarted
-on its data directory each time. After each restart:
+them is killed ten times and restarted on its data directory each time. Five kills are timed
+from its aggregate-and-save cycle (right after a save, between two, around the next one), so
+some land while the next save is written. The other five land inside a block append: the
+victim runs with the node's crash test hook (`NodeConfig.hold_append`), and the test arms it by
+deleting its marker file; the next append writes the marker (with the height it is appending)
+inside its SQLite transaction and waits there, and the test kills it then.
+
+After each kill, before the restart:
+
+- the checkpoint on disk is whole and is not the experiment's initial model;
+- the chain verifies (opening the store re-verifies every block) and holds at least the height
+  the node reported; after a kill inside an append it holds exactly the height before that
+  append (the half-written block is gone), and `dfl chain verify` agrees;
+- the signed draft the node had sent and not finalized, if any, is still in the store (after a
+  kill inside an append there always is one: the draft of the block being appended).
+
+After each restart:
 
 - its model is the checkpoint it left on disk (read with the safetensors library, not with the
   node's own decoder), not the experiment's initial model;
-- its chain verifies, and its finalized height is at least what it was at the kill;
+- its finalized height is at least what it was at the kill: it never goes down;
 - it makes a new transaction within 30 s of being started again;
+- it finalizes a block again, and the block at the kept draft's height is that draft (the same
+  digest): it never signs a second, different draft at a height it had signed one for;
 - its log says once that it resumed from the checkpoint.
 
 The model is compared as soon as the node answers, before it can have trained or aggregated
 (the status read right after says so: no transaction made, fewer models received than one
 aggregation needs). Whether that window was caught depends on scheduling, so each restart checks
-it when it can and the test requires it of most restarts.
+it when it can and the test requires it of some restarts.
 """
 
 from __future__ import annotations
@@ -30,6 +47,7 @@ import grpc
 import numpy as np
 import pytest
 import safetensors.numpy
+import yaml
 
 from node.datadir import CHECKPOINT_FILE
 from node.host.checkpoint import genesis_shapes
@@ -65,11 +83,26 @@ OVERRIDES = {
     "evaluation.test_samples": 200,
 }
 VICTIM = 1
-# Seconds after the victim's latest save at which it is killed: right after one, between two,
-# around the next one (a save every ~2 s), so some kills land while the next save is written.
-KILL_DELAYS = (0.0, 0.9, 1.7, 0.3, 2.6)
+IN_APPEND = None  # a kill inside a block append, held there by the node's test hook
+# The other kills: seconds after the victim's latest save, right after one, between two, around
+# the next one (a save every ~2 s), so some land while the next save is written. The first kill
+# is a timed one: the hook is in the victim's config from its first restart on.
+KILLS: tuple[float | None, ...] = (
+    0.0,
+    IN_APPEND,
+    0.9,
+    IN_APPEND,
+    1.7,
+    IN_APPEND,
+    0.3,
+    IN_APPEND,
+    2.6,
+    IN_APPEND,
+)
 NEW_TRANSACTION_WITHIN = 30.0
+FINALIZES_AGAIN_WITHIN = 60.0  # a resumed draft times out 10 s after it was made, at the latest
 MIN_MODELS_COMPARED = 3
+HOLD_MARKER = "append-held"
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +149,39 @@ def first_model(network: LiveNetwork, node: LocalNode, timeout: float) -> bytes:
             time.sleep(0.01)
 
 
+def hold_appends(node: LocalNode) -> Path:
+    """Puts the crash test hook into the node's config (read when it next starts) and returns
+    its marker, present: appends run as usual until the test deletes it."""
+    marker = node.data_dir / HOLD_MARKER
+    marker.write_text("armed by deleting this file\n")
+    config_path = node.data_dir / "node.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["hold_append"] = str(marker)
+    config_path.write_text(yaml.safe_dump(config))
+    return marker
+
+
+def held_height(marker: Path) -> int | None:
+    """The height of the append the node is holding in, once it has written the marker."""
+    try:
+        return int(marker.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def height_above(node: LocalNode, at: int) -> int | None:
+    """The node's finalized height once it is above `at` (None before, or while it is busy)."""
+    answer = status_or_none(node)
+    return answer.chain_height if answer is not None and answer.chain_height > at else None
+
+
+def finalized_block(directory: Path, at: int) -> pb.Block:
+    with ChainStore.open(directory, verify=False) as store:  # WAL: reading beside the node
+        block = store.block(at)
+    assert isinstance(block, pb.Block)
+    return block
+
+
 def verify_by_command_line(directory: Path) -> int:
     """`dfl chain verify DIR`: the height it verified."""
     verify = subprocess.run(
@@ -129,7 +195,7 @@ def verify_by_command_line(directory: Path) -> int:
     return int(verify.stdout.split()[1])
 
 
-def test_a_node_killed_five_times_resumes_its_model_chain_and_work(network: LiveNetwork) -> None:
+def test_a_node_killed_ten_times_resumes_its_model_chain_and_work(network: LiveNetwork) -> None:
     run = network.run
     victim = network.nodes[VICTIM]
     other = network.nodes[1 - VICTIM]
@@ -140,31 +206,52 @@ def test_a_node_killed_five_times_resumes_its_model_chain_and_work(network: Live
     initial = genesis.body.initial_model_digest
     wait_for(lambda: saved_at(checkpoint), 90, f"{victim.name}'s first checkpoint", network)
 
-    compared = 0
+    marker: Path | None = None
+    compared = drafts_resumed = 0
+    highest = 0  # the highest finalized height seen so far: it must never go down
     figures: list[str] = []  # printed at the end (pytest -s): what each restart showed
-    for kill, delay in enumerate(KILL_DELAYS, start=1):
-        before = saved_at(checkpoint)
-        wait_for(
-            lambda before=before: saved_at(checkpoint) != before,
-            60,
-            f"{victim.name} to save its model again (kill {kill})",
-            network,
-        )
-        time.sleep(delay)
-        height_seen = height(victim)
+    for kill, delay in enumerate(KILLS, start=1):
+        appending: int | None = None
+        if delay is IN_APPEND:
+            assert marker is not None
+            marker.unlink()  # arms the hook: the next append holds inside its transaction
+            appending = wait_for(
+                lambda marker=marker: held_height(marker),
+                90,
+                f"{victim.name} to hold inside a block append (kill {kill})",
+                network,
+            )
+            height_seen = appending - 1
+        else:
+            before = saved_at(checkpoint)
+            wait_for(
+                lambda before=before: saved_at(checkpoint) != before,
+                60,
+                f"{victim.name} to save its model again (kill {kill})",
+                network,
+            )
+            time.sleep(delay)
+            height_seen = height(victim)
         run.stop(victim, kill=True)
         assert victim.process is not None and victim.process.returncode < 0  # SIGKILL
+        highest = max(highest, height_seen)
 
         # What the kill left: a whole checkpoint that is no longer the initial model, a chain
-        # that verifies and holds at least what the node reported.
+        # that verifies and holds at least what the node reported, the draft it had sent.
         mid_save = checkpoint.with_name(CHECKPOINT_FILE + ".part").exists()
         persisted = checkpoint_weights(checkpoint, genesis)
         assert model_digest(persisted) != initial, "the checkpoint is the initial model"
-        with ChainStore.open(victim.data_dir) as store:  # verifies every block
+        with ChainStore.open(victim.data_dir) as store:  # verifies every block and the draft
             height_at_kill = store.height
-        assert height_at_kill >= height_seen
-        if kill in (1, len(KILL_DELAYS)):
+            kept = store.draft()
+        assert height_at_kill >= highest, f"kill {kill}: a finalized block was lost"
+        if appending is not None:
+            assert height_at_kill == appending - 1, "the half-written block is in the store"
+            assert kept is not None and kept.body.height == appending, "the draft was lost"
+        if appending is not None or kill in (1, len(KILLS)):
             assert verify_by_command_line(victim.data_dir) == height_at_kill
+        if kill == 1:
+            marker = hold_appends(victim)
 
         started = time.monotonic()
         run.start(victim)
@@ -186,10 +273,34 @@ def test_a_node_killed_five_times_resumes_its_model_chain_and_work(network: Live
             f"restart {kill}",
             network,
         )
+        transacted = time.monotonic() - started
+        highest = wait_for(
+            lambda at=height_at_kill: height_above(victim, at),
+            FINALIZES_AGAIN_WITHIN,
+            f"{victim.name} to finalize a block after restart {kill}",
+            network,
+        )
+        finalized = time.monotonic() - started
+        resumed_as = ""
+        if kept is not None:  # the block at that height is the draft it had signed and sent
+            block = finalized_block(victim.data_dir, kept.body.height)
+            assert block.digest == kept.digest and block.body == kept.body, (
+                f"kill {kill}: another draft was signed at height {kept.body.height}"
+            )
+            drafts_resumed += 1
+            how = "at the timeout" if block.finalization.timed_out else "on its confirmations"
+            resumed_as = f"; draft of block {kept.body.height} kept and finalized {how}"
+        where = (
+            f"in the append of block {appending}"
+            if appending is not None
+            else f"{delay:.1f} s after a save"
+        )
         figures.append(
-            f"kill {kill}: height {height_at_kill} at the kill, {back.chain_height} on restart; "
-            f"answered {answered:.1f} s and made a transaction {time.monotonic() - started:.1f} s "
-            f"after being started; model {'compared' if untouched else 'not comparable'}"
+            f"kill {kill} ({where}): height {height_at_kill} at the kill, {back.chain_height} "
+            f"on restart; answered {answered:.1f} s, made a transaction {transacted:.1f} s and "
+            f"finalized block {height_at_kill + 1} {finalized:.1f} s after being started; "
+            f"model {'compared' if untouched else 'not comparable'}"
+            f"{resumed_as}"
             f"{'; killed while saving' if mid_save else ''}"
         )
         resumed = [line for line in log_path.read_text().splitlines() if "resuming from" in line]
@@ -198,15 +309,9 @@ def test_a_node_killed_five_times_resumes_its_model_chain_and_work(network: Live
         assert alive(other), "the peer died with the killed node"
 
     print("\n".join(figures))
+    in_append = sum(delay is IN_APPEND for delay in KILLS)
+    assert drafts_resumed >= in_append, "every kill inside an append left a draft to finalize"
     assert compared >= MIN_MODELS_COMPARED, (
-        f"the model was compared before any training on {compared} of {len(KILL_DELAYS)} "
-        "restarts only"
-    )
-    final = height(victim)
-    wait_for(
-        lambda: height(victim) > final,
-        90,
-        f"{victim.name} to finalize a block after its last restart",
-        network,
+        f"the model was compared before any training on {compared} of {len(KILLS)} restarts only"
     )
     assert alive(victim) and alive(other)

@@ -22,6 +22,7 @@ from node.protocol.events import (
     AggregateRound,
     BladeEvent,
     BlockMined,
+    FetchChain,
     LocalModelReady,
     MessageKind,
     Mine,
@@ -30,6 +31,7 @@ from node.protocol.events import (
     PowBlockReceived,
     SamplesCollected,
     Send,
+    Tick,
     TrainingDone,
     TrainLocal,
     TransactionReceived,
@@ -407,3 +409,15 @@ def test_a_chainless_client_refuses_its_own_model_and_one_of_a_closed_round() ->
         n0.handle(TransactionReceived(send.payload, "n1"), 0.0)
     with pytest.raises(ValueError, match="our own"):
         n1.handle(TransactionReceived(send.payload, "n0"), 0.0)
+
+
+def test_a_restarted_client_asks_a_peer_for_the_blocks_it_may_have_missed() -> None:
+    chain = [GENESIS.digest, b"\x01" * 32]  # one block held before it went down
+    restarted = BladeEngine(key("n0"), GENESIS, CONFIG, peers=("n1", "n2"), chain=chain)
+    assert restarted.handle(Tick(), 1.0) == [FetchChain("n1")]
+    fresh = BladeEngine(key("n0"), GENESIS, CONFIG, peers=("n1", "n2"))
+    assert FetchChain("n1") not in fresh.handle(Tick(), 1.0)  # a new client has missed nothing
+    done = BladeEngine(
+        key("n0"), GENESIS, CONFIG, peers=("n1",), chain=[GENESIS.digest] + [b"\x02" * 32] * 5
+    )
+    assert done.handle(Tick(), 1.0) == []  # all K blocks held: nothing to ask for

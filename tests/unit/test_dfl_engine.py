@@ -24,6 +24,7 @@ from node.protocol.events import (
     MessageKind,
     PeersChanged,
     PersistBlock,
+    PersistDraft,
     SamplesCollected,
     Send,
     Tick,
@@ -325,7 +326,8 @@ def _draft_sent(config: DflConfig):
 
 def _capture_blocks(network) -> list[pb.Block]:
     blocks: list[pb.Block] = []
-    network.nodes["n0"].store = type("Capture", (), {"append": staticmethod(blocks.append)})()
+    capture = {"append": staticmethod(blocks.append), "save_draft": staticmethod(lambda _: None)}
+    network.nodes["n0"].store = type("Capture", (), capture)()
     return blocks
 
 
@@ -361,8 +363,10 @@ def test_a_receipt_is_confirmed_only_once() -> None:
     (send,) = generator.handle(TrainingDone(tiny_weights()), 0.0)
     evaluate = only(receiver.handle(TransactionReceived(send.payload, "a"), 0.1), Evaluate)
     (back,) = receiver.handle(EvaluationDone(evaluate.transaction_digest, 0.9), 0.1)
-    (draft,) = generator.handle(TransactionReceived(back.payload, "b"), 0.2)
+    keep, draft = generator.handle(TransactionReceived(back.payload, "b"), 0.2)
     assert draft.kind is MessageKind.DRAFT_BLOCK
+    # kept before it is sent: a node killed after sending it finds it on restart
+    assert isinstance(keep, PersistDraft) and keep.block.SerializeToString() == draft.payload
 
     (confirmations,) = receiver.handle(DraftBlockReceived(draft.payload, "a"), 0.3)
     before = receiver.snapshot()
@@ -407,7 +411,7 @@ def test_a_neighbour_refuses_to_confirm_a_receipt_the_generator_altered() -> Non
     (send,) = generator.handle(TrainingDone(tiny_weights()), 0.0)
     evaluate = only(receiver.handle(TransactionReceived(send.payload, "a"), 0.1), Evaluate)
     (back,) = receiver.handle(EvaluationDone(evaluate.transaction_digest, 0.25), 0.1)
-    (draft,) = generator.handle(TransactionReceived(back.payload, "b"), 0.2)
+    draft = only(generator.handle(TransactionReceived(back.payload, "b"), 0.2), Send)
 
     block = decode(pb.Block, draft.payload)
     block.body.transactions[0].receipts[0].body.accuracy = 0.99  # a better score for itself

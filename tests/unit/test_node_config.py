@@ -77,3 +77,10 @@ def test_control_keys_come_from_the_config_and_a_file(tmp_path) -> None:
 def test_bad_control_or_limit_settings_name_their_field(settings, field: str) -> None:
     with pytest.raises(NodeConfigError, match=field):
         load_node_config(None, environ={}, **settings)
+
+
+def test_the_append_hold_is_off_unless_the_node_config_sets_it(tmp_path: Path) -> None:
+    assert load_node_config(None, environ={}).hold_append is None
+    marker = tmp_path / "held"
+    config = load_node_config(None, environ={"DFL_NODE_HOLD_APPEND": str(marker)})
+    assert config.hold_append == marker

@@ -259,3 +259,26 @@ def test_the_spec_round_trips_with_its_sim_section() -> None:
     spec = small_spec()
     assert parse_spec(spec_to_dict(spec)) == spec
     assert spec.sim.training_interval == (4, 6)
+
+
+def test_the_blade_fl_simulator_refuses_faults_before_writing_anything(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    spec = parse_spec(
+        {
+            "name": "blade-faults",
+            "seed": 1,
+            "protocol": "blade-fl",
+            "duration": 60,
+            "model": "mlp",
+            "dataset": "mnist",
+            "nodes": {"count": 3},
+            "blade": {"rounds": 2, "t_sum": 20, "alpha": 1, "beta": 5, "dataset_size": 64},
+            "faults": [{"at": 10, "kind": "crash", "nodes": [1], "restart_after": 5}],
+        }
+    )
+    with pytest.raises(SpecError) as refused:
+        simulate(spec, tmp_path / "blade", progress=False, data_dir=data_dir)
+    assert refused.value.paths == ["faults"]
+    assert "--runtime local or docker" in str(refused.value)
+    assert not (tmp_path / "blade").exists()

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from node.ledger.store import AppendRejected, ChainCorrupted, ChainStore
+from node.ledger.store import SCHEMA_VERSION, AppendRejected, ChainCorrupted, ChainStore
+from node.ledger.validation import decode
+from node.service.crashpoint import hold_inside_append
+from proto.dfl.v1 import records_pb2 as pb
 from tests.support import run_four_nodes
 
 
@@ -189,3 +192,106 @@ def test_create_refuses_to_overwrite(chain: Path) -> None:
         genesis, owner = store.genesis, store.owner
     with pytest.raises(FileExistsError):
         ChainStore.create(chain, genesis, owner)
+
+
+# --- the kept draft -----------------------------------------------------------------------------
+
+
+def _as_draft(block: pb.Block) -> pb.Block:
+    """What the creator signed and sent before any confirmation: the block without them."""
+    draft = pb.Block()
+    draft.CopyFrom(block)
+    for name in ("finalization", "final_digest", "final_signature"):
+        draft.ClearField(name)
+    return draft
+
+
+def _next_block_and_draft(chain: Path) -> tuple[pb.Block, pb.Block]:
+    """The chain cut back to height 2; its block 3 and the draft it was finalized from."""
+    block = decode(pb.Block, _truncate_to(chain, 2)[0])
+    return block, _as_draft(block)
+
+
+def test_a_draft_is_kept_across_reopening_and_cleared_by_the_append_at_its_height(
+    chain: Path,
+) -> None:
+    block, draft = _next_block_and_draft(chain)
+    with ChainStore.open(chain) as store:
+        assert store.draft() is None
+        store.save_draft(draft)
+    with ChainStore.open(chain) as store:  # verifies the kept draft too
+        assert store.draft() == draft
+        store.append(block)
+        assert store.draft() is None
+    with sqlite3.connect(chain) as connection:
+        assert connection.execute("SELECT count(*) FROM drafts").fetchone() == (0,)
+
+
+def test_an_append_that_fails_keeps_the_draft(chain: Path) -> None:
+    block, draft = _next_block_and_draft(chain)
+    with ChainStore.open(chain) as store:
+        store.save_draft(draft)
+        seen: list[tuple[int, bool]] = []
+
+        def fail(height: int) -> None:  # inside the transaction, after the rows are written
+            seen.append((height, store._db.in_transaction))
+            raise OSError("the process dies here")
+
+        store.inside_append = fail
+        with pytest.raises(OSError):
+            store.append(block)
+        assert seen == [(3, True)] and store.height == 2
+    with ChainStore.open(chain) as store:
+        assert store.height == 2 and store.draft() == draft
+
+
+def test_only_a_signed_unfinalized_draft_of_the_next_height_is_kept(chain: Path) -> None:
+    block, _ = _next_block_and_draft(chain)
+    with ChainStore.open(chain) as store:
+        with pytest.raises(AppendRejected, match="not finalized"):
+            store.save_draft(block)
+        with pytest.raises(AppendRejected, match="does not extend"):
+            store.save_draft(_as_draft(store.block(2)))
+        assert store.draft() is None
+
+
+def test_a_tampered_draft_is_refused_on_open(chain: Path) -> None:
+    _, draft = _next_block_and_draft(chain)
+    with ChainStore.open(chain) as store:
+        store.save_draft(draft)
+    with sqlite3.connect(chain) as connection:
+        draft.body.time_ms += 1  # the signature no longer covers it
+        connection.execute("UPDATE drafts SET data = ?", (draft.SerializeToString(),))
+    with pytest.raises(ChainCorrupted) as corrupted:
+        ChainStore.open(chain)
+    assert corrupted.value.height == 3 and "kept draft" in corrupted.value.detail
+
+
+def test_a_store_of_schema_1_gets_the_drafts_table_when_opened(chain: Path) -> None:
+    with sqlite3.connect(chain) as connection:
+        connection.execute("DROP TABLE drafts")
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (b"1",))
+    _, draft = _next_block_and_draft(chain)
+    with ChainStore.open(chain) as store:
+        assert store.height == 2 and store.draft() is None
+        store.save_draft(draft)
+    with sqlite3.connect(chain) as connection:
+        schema = connection.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        assert schema == (SCHEMA_VERSION.encode(),)
+    with sqlite3.connect(chain) as connection:
+        connection.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (b"0",))
+    with pytest.raises(ChainCorrupted, match="not a chain store of schema"):
+        ChainStore.open(chain)
+
+
+def test_the_crash_hook_holds_an_append_once_per_missing_marker(chain: Path) -> None:
+    marker = chain.parent / "hold"
+    hold = hold_inside_append(marker, seconds=0.0)
+    block, _ = _next_block_and_draft(chain)
+    with ChainStore.open(chain) as store:
+        store.inside_append = hold
+        store.append(block)
+        assert marker.read_text() == "3\n"  # written inside the append of block 3
+        marker.write_text("kept")
+        hold(4)
+        assert marker.read_text() == "kept"  # an existing marker leaves appends alone
