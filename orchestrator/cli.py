@@ -11,6 +11,7 @@ from orchestrator.commands import (
     compare,
     data,
     keys,
+    load,
     node,
     orchestrate,
     report,
@@ -18,7 +19,7 @@ from orchestrator.commands import (
     simulate,
 )
 
-COMMAND_GROUPS = (run, simulate, orchestrate, report, compare, node, keys, chain, data)
+COMMAND_GROUPS = (run, load, simulate, orchestrate, report, compare, node, keys, chain, data)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,6 +44,25 @@ def parse_node(text: str, index: int, metrics_port: int) -> NodeEndpoint:
     )
 
 
+def nodes_from_args(args: argparse.Namespace, spec: ExperimentSpec) -> list[NodeEndpoint] | None:
+    """The --node endpoints, one per node of the spec; None (after saying why) otherwise."""
+    try:
+        nodes = [
+            parse_node(text, index, args.node_metrics_port) for index, text in enumerate(args.node)
+        ]
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return None
+    if len(nodes) != spec.nodes.count:
+        print(
+            f"error: the spec has nodes.count {spec.nodes.count} but {len(nodes)} --node were "
+            f"given; give one --node per node or --set nodes.count={len(nodes)}",
+            file=sys.stderr,
+        )
+        return None
+    return nodes
+
+
 @dataclass
 class RemoteFleet:
     """Nodes started elsewhere: their failures are the stack's business, not a reason to stop."""
@@ -98,19 +117,8 @@ def orchestrate_command(args: argparse.Namespace) -> int:
     spec = spec_from_args(args, VARIABLES)
     if spec is None:
         return 2
-    try:
-        nodes = [
-            parse_node(text, index, args.node_metrics_port) for index, text in enumerate(args.node)
-        ]
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if len(nodes) != spec.nodes.count:
-        print(
-            f"error: the spec has nodes.count {spec.nodes.count} but {len(nodes)} --node were "
-            f"given; give one --node per node or --set nodes.count={len(nodes)}",
-            file=sys.stderr,
-        )
+    nodes = nodes_from_args(args, spec)
+    if nodes is None:
         return 2
     ok, control = control_from_args(args, required=True)
     if not ok:

@@ -24,6 +24,7 @@ from orchestrator.report.cells import (
 from orchestrator.report.cpu_table import TASK_LABELS, category_columns, task_rows
 from orchestrator.report.markdown_chain import chain_section, plagiarism_section, pow_chain_section
 from orchestrator.report.markdown_faults import faults_section
+from orchestrator.report.markdown_load import load_section
 from orchestrator.report.schema import (
     ACCURACY_PLOT,
     BLADE_PROTOCOL,
@@ -53,6 +54,7 @@ def report_markdown(data: RunData, summary: RunSummary) -> str:
         _notes(data, summary),
         _accuracy_section(summary),
         faults_section(data, summary.faults),
+        load_section(summary.load),
         _cpu_section(data, summary),
         pow_chain_section(data, summary)
         if summary.protocol == BLADE_PROTOCOL

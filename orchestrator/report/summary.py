@@ -3,8 +3,8 @@
 The views follow the paper (section 5.1): final accuracy per node, CPU seconds by task and
 category (Table 6) and blockchain statistics (Table 7). BLADE-FL runs add the mining figures and a
 verdict on lazy clients from the resemblance tables of rounds.jsonl; runs with `faults:` what
-each fault did (faults.py). summary.json holds these figures per node for the integration tests
-and `dfl compare`.
+each fault did (faults.py); `dfl load` runs what the load did (load.py). summary.json holds these
+figures per node for the integration tests and `dfl compare`.
 
 A BLADE-FL run may last only half a minute, so its final-accuracy window is 20 % of the run when
 that is shorter than 30 s.
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from node.host.resemblance import Resemblance
 from orchestrator.report.cpu_table import category_columns
 from orchestrator.report.faults import FaultSummary, summarize_faults
+from orchestrator.report.load import LoadSummary, summarize_load
 from orchestrator.report.schema import (
     BLADE_PROTOCOL,
     COUNTER_METRICS,
@@ -120,6 +121,7 @@ class RunSummary:
     network_hash_rate: float | None  # BLADE-FL: sum of pow_hashes / mean mining_seconds
     plagiarism: dict[str, PlagiarismVerdict]  # BLADE-FL: by node name; empty otherwise
     faults: tuple[FaultSummary, ...] = ()  # faults.jsonl's, in order of their begins
+    load: LoadSummary | None = None  # a `dfl load` run's (load.py)
 
 
 def final_window(protocol: str, run_length: float) -> float:
@@ -162,6 +164,7 @@ def summarize(data: RunData) -> RunSummary:
         network_hash_rate=sum(hashes) / mining if hashes and mining else None,
         plagiarism=plagiarism(data),
         faults=summarize_faults(data),
+        load=summarize_load(data),
     )
 
 

@@ -1,0 +1,336 @@
+"""The Locust side of `dfl load`: users that call a node's real gRPC, measured by Locust.
+
+Run by the runner (orchestrator/load/runner.py) as
+
+    locust -f orchestrator/load/locustfile.py --headless --dfl-plan PLAN.json -u N -r R ...
+
+Locust's own gRPC pattern: each user holds gRPC channels whose interceptor times every call
+and fires Locust's request event; Locust has patched the standard library for gevent by the
+time it imports this file, and `init_gevent` then makes gRPC's core cooperate with it. Nothing
+here runs in the orchestrator's process.
+
+Users are spread over the plan's nodes in turn. Each has a connection of its own to its node
+(the node rate-limits, budgets and scores per connection, so users must not share one) and is
+one virtual peer (orchestrator/load/records.py). Forged records go over a second connection,
+replaced every FORGED_PER_CONNECTION records: each forged record scores its connection 20 and
+a ban comes at 100, so this keeps every forged record reaching validation, which is what the
+forged task measures. The node answers a banned connection before looking at its request.
+
+Locust's `--csv` files are rewritten once a second while the users run, so the last version
+can miss the last second's requests; the final statistics are written once more, complete,
+when Locust quits (`_final_statistics`), to the plan's CSV prefix.
+
+Every request is reported as `<task>:<rpc>` with the verdict of orchestrator/load/tasks.py: a
+refusal that a forged record or an unsigned call must get is a success, anything else that is
+not OK (or a forged record taken) is a failure named by the node's status and reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.experimental.gevent as grpc_gevent
+import numpy as np
+from locust import User, constant, events
+from locust.env import Environment
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
+
+from node.service.control import ControlSigner
+from node.service.peers import CHANNEL_OPTIONS, SERVICE
+from orchestrator.load.plan import LoadPlan, PlanNode
+from orchestrator.load.records import Forger, VirtualPeer, perturbed, virtual_peer_key
+from orchestrator.load.tasks import (
+    FORGED,
+    FORGED_KINDS,
+    INJECT,
+    MODEL,
+    STATUS,
+    SUCCEEDS,
+    TRANSACTION,
+    UNAUTHENTICATED,
+    UNSIGNED,
+    UNSIGNED_METHODS,
+    Expected,
+    request_name,
+    verdict,
+)
+from proto.dfl.v1 import node_pb2, node_pb2_grpc
+
+# Locust imported gevent and patched the standard library before it imported this file.
+grpc_gevent.init_gevent()
+
+CALL_TIMEOUT = 30.0
+FORGED_PER_CONNECTION = 4  # x 20 points < the default ban score of 100
+HARMLESS_PEER = "127.0.0.1:1"  # what an unsigned RemovePeer names: never anyone's peer
+
+_environment: Environment | None = None
+_plan: LoadPlan | None = None
+_signer: ControlSigner | None = None
+_samples: tuple[np.ndarray, np.ndarray] | None = None
+_user_numbers = itertools.count()
+
+
+class NodeAnswer(Exception):
+    """A request the node did not answer as it must; Locust's failures table shows the text."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+class LocustInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClientInterceptor):
+    """Times each call on its channel and fires Locust's request event with its verdict.
+
+    The user names the next call and the answer it must get (`expect`) before making it; a
+    user runs one task at a time, so the next intercepted call is that one.
+    """
+
+    def __init__(self, environment: Environment) -> None:
+        self._environment = environment
+        self._next: tuple[str, Expected] | None = None
+
+    def expect(self, name: str, expected: Expected) -> None:
+        self._next = (name, expected)
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
+        return self._measured(details, lambda: continuation(details, request))
+
+    def intercept_stream_unary(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, requests: Any
+    ) -> Any:
+        return self._measured(details, lambda: continuation(details, requests))
+
+    def _measured(self, details: grpc.ClientCallDetails, call: Callable[[], Any]) -> Any:
+        name, expected = self._next or (str(details.method), SUCCEEDS)
+        self._next = None
+        started = time.perf_counter()
+        response = call()
+        try:
+            result = response.result()
+            status, text = "OK", ""
+            length = len(result) if isinstance(result, bytes) else result.ByteSize()
+        except grpc.RpcError as error:
+            status, text, length = error.code().name, error.details() or "", 0
+        failure = verdict(expected, status, text)
+        self._environment.events.request.fire(
+            request_type="grpc",
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=length,
+            exception=NodeAnswer(failure) if failure is not None else None,
+            context={"status": status},
+        )
+        return response
+
+
+def _identity(payload: bytes) -> bytes:
+    return payload
+
+
+def _own_connection(target: str) -> grpc.Channel:
+    """A channel on a connection of its own (gRPC shares one per target by default)."""
+    return grpc.insecure_channel(
+        target, options=[*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
+    )
+
+
+class NodeUser(User):
+    """One load generator against one node; its tasks and their weights come from the plan
+    (set in `_configure` before any user starts)."""
+
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        assert _plan is not None and _signer is not None
+        self.number = next(_user_numbers)
+        self.node: PlanNode = _plan.nodes[self.number % len(_plan.nodes)]
+        self.rng = np.random.default_rng([_plan.seed, self.number])
+        self.interceptor = LocustInterceptor(self.environment)
+        self.channel, self.stub, self.submit = self._connect()
+        genesis = bytes.fromhex(self.node.genesis)
+        self.peer = VirtualPeer(
+            virtual_peer_key(_plan.seed, self.number),
+            genesis,
+            ttl=_plan.ttl,
+            lifetime_ms=_plan.lifetime_ms,
+        )
+        self.model_at = float("-inf")
+        self.forger = Forger(genesis, self.node.model_bytes, self.rng)
+        self.forged_kinds = itertools.cycle(FORGED_KINDS)
+        self.forged_sent = 0
+        self.forged_channel: grpc.Channel | None = None
+        self.forged_submit: Callable[..., Any] | None = None
+        self.unsigned = itertools.cycle(UNSIGNED_METHODS)
+
+    def on_stop(self) -> None:
+        self.channel.close()
+        if self.forged_channel is not None:
+            self.forged_channel.close()
+
+    def _connect(self) -> tuple[grpc.Channel, node_pb2_grpc.NodeStub, Callable[..., Any]]:
+        """A new connection to the node, measured by this user's interceptor."""
+        channel = grpc.intercept_channel(_own_connection(self.node.target), self.interceptor)
+        submit = channel.unary_unary(
+            f"/{SERVICE}/SubmitTransaction",
+            request_serializer=_identity,
+            response_deserializer=_identity,
+        )
+        return channel, node_pb2_grpc.NodeStub(channel), submit
+
+    def _call(self, task: str, rpc: str, expected: Expected, call: Callable[[], Any]) -> Any:
+        """Makes one measured call; its outcome is Locust's to record, not an error here."""
+        self.interceptor.expect(request_name(task, rpc), expected)
+        try:
+            return call()
+        except grpc.RpcError:
+            return None
+
+    def _signed(self, method: str) -> tuple[tuple[str, str | bytes], ...]:
+        assert _signer is not None
+        return _signer.metadata(method, bytes.fromhex(self.node.address))
+
+    def _batches(self) -> Iterator[node_pb2.SampleBatch]:
+        assert _plan is not None and _samples is not None
+        images, labels = _samples
+        picks = self.rng.integers(0, len(labels), size=_plan.batch_size)
+        yield node_pb2.SampleBatch(
+            samples=[
+                node_pb2.Sample(pixels=images[i].tobytes(), label=int(labels[i])) for i in picks
+            ]
+        )
+
+    # --- the tasks (orchestrator/load/tasks.py names them) --------------------------------------
+
+    def inject(self) -> None:
+        self._call(
+            INJECT,
+            "InjectSamples",
+            SUCCEEDS,
+            lambda: self.stub.InjectSamples(
+                self._batches(), timeout=CALL_TIMEOUT, metadata=self._signed("InjectSamples")
+            ),
+        )
+
+    def status(self) -> None:
+        self._call(
+            STATUS,
+            "GetStatus",
+            SUCCEEDS,
+            lambda: self.stub.GetStatus(node_pb2.StatusRequest(), timeout=CALL_TIMEOUT),
+        )
+
+    def model(self) -> None:
+        self._call(MODEL, "GetModel", SUCCEEDS, lambda: self._get_model(self.stub))
+
+    def _get_model(self, stub: node_pb2_grpc.NodeStub) -> node_pb2.ModelWeights:
+        return stub.GetModel(
+            node_pb2.ModelRequest(), timeout=CALL_TIMEOUT, metadata=self._signed("GetModel")
+        )
+
+    def transaction(self) -> None:
+        """A virtual peer's new transaction; its model follows the node's every so often (that
+        fetch is measured too, as transaction:GetModel)."""
+        assert _plan is not None
+        now = time.monotonic()
+        if now - self.model_at >= _plan.model_refresh_seconds:
+            self.model_at = now
+            answer = self._call(
+                TRANSACTION, "GetModel", SUCCEEDS, lambda: self._get_model(self.stub)
+            )
+            if answer is not None:
+                self.peer.use_model(perturbed(answer.weights, self.rng, _plan.perturbation))
+        if not self.peer.has_model:
+            return
+        payload = self.peer.transaction(int(time.time() * 1000))
+        self._call(
+            TRANSACTION,
+            "SubmitTransaction",
+            SUCCEEDS,
+            lambda: self.submit(payload, timeout=CALL_TIMEOUT),
+        )
+
+    def forged(self) -> None:
+        if self.forged_submit is None or self.forged_sent % FORGED_PER_CONNECTION == 0:
+            if self.forged_channel is not None:
+                self.forged_channel.close()
+            self.forged_channel, _, self.forged_submit = self._connect()
+        self.forged_sent += 1
+        kind = next(self.forged_kinds)
+        payload = self.forger.record(kind, int(time.time() * 1000))
+        submit = self.forged_submit
+        self._call(FORGED, kind, FORGED_KINDS[kind], lambda: submit(payload, timeout=CALL_TIMEOUT))
+
+    def unauthenticated(self) -> None:
+        method = next(self.unsigned)
+        calls: dict[str, Callable[[], Any]] = {
+            "GetModel": lambda: self.stub.GetModel(node_pb2.ModelRequest(), timeout=CALL_TIMEOUT),
+            "RemovePeer": lambda: self.stub.RemovePeer(
+                node_pb2.PeerRequest(peer=HARMLESS_PEER), timeout=CALL_TIMEOUT
+            ),
+            "SetNetworkFault": lambda: self.stub.SetNetworkFault(
+                node_pb2.NetworkFault(), timeout=CALL_TIMEOUT
+            ),
+            "InjectSamples": lambda: self.stub.InjectSamples(self._batches(), timeout=CALL_TIMEOUT),
+        }
+        self._call(UNAUTHENTICATED, method, UNSIGNED, calls[method])
+
+
+TASK_METHODS: dict[str, Callable[[NodeUser], None]] = {
+    INJECT: NodeUser.inject,
+    STATUS: NodeUser.status,
+    MODEL: NodeUser.model,
+    TRANSACTION: NodeUser.transaction,
+    FORGED: NodeUser.forged,
+    UNAUTHENTICATED: NodeUser.unauthenticated,
+}
+
+
+@events.init_command_line_parser.add_listener
+def _arguments(parser: Any) -> None:
+    parser.add_argument("--dfl-plan", default="", help="the load plan (orchestrator/load/plan.py)")
+
+
+@events.init.add_listener
+def _configure(environment: Environment, **_: Any) -> None:
+    """The plan's tasks, weights and pause, before the first user starts."""
+    global _environment, _plan, _signer, _samples
+    _environment = environment
+    path = getattr(environment.parsed_options, "dfl_plan", "")
+    if not path:
+        raise SystemExit("this locustfile needs --dfl-plan FILE (dfl load writes one)")
+    _plan = LoadPlan.read(Path(path))
+    _signer = ControlSigner.load(Path(_plan.control_key))
+    with np.load(_plan.samples) as samples:
+        _samples = (samples["images"], samples["labels"])
+    NodeUser.tasks = [
+        TASK_METHODS[name] for name, weight in _plan.weights.items() for _ in range(weight)
+    ]
+    NodeUser.wait_time = constant(_plan.wait_seconds)
+
+
+@events.quit.add_listener
+def _final_statistics(**_: Any) -> None:
+    """The plan's PREFIX_stats.csv and PREFIX_failures.csv, in Locust's own layout, once every
+    user has stopped. Locust's `--csv` files are rewritten once a second while users still run,
+    so their last version can miss the requests of the last second; this event comes after the
+    users stopped (and so after their last request was recorded) and before Locust exits."""
+    if _environment is None or _plan is None:
+        return
+    writer = StatsCSV(_environment, PERCENTILES_TO_REPORT)
+    for suffix, write in (
+        ("_stats.csv", writer.requests_csv),
+        ("_failures.csv", writer.failures_csv),
+    ):
+        path = Path(_plan.csv_prefix + suffix)
+        part = path.with_name(path.name + ".part")
+        with part.open("w", newline="") as handle:
+            write(csv.writer(handle))
+        os.replace(part, path)
