@@ -11,10 +11,14 @@ here runs in the orchestrator's process.
 
 Users are spread over the plan's nodes in turn. Each has a connection of its own to its node
 (the node rate-limits, budgets and scores per connection, so users must not share one) and is
-one virtual peer (orchestrator/load/records.py). Forged records go over a second connection,
-replaced every FORGED_PER_CONNECTION records: each forged record scores its connection 20 and
-a ban comes at 100, so this keeps every forged record reaching validation, which is what the
-forged task measures. The node answers a banned connection before looking at its request.
+one virtual peer (orchestrator/load/records.py). Each forged record goes over a connection of
+its own (FORGED_PER_CONNECTION), as a flooder escaping the connection score would send it: each
+scores its connection 20 and a ban comes at 100, and the node scores a connection by its peer
+string (ip:port), so a later connection that happens to get the same local port inherits what
+is left of the score. Four records per connection were measured to get one banned in a minute
+this way (a reused port carried 40 points over); with one, a port would have to come back five
+times within the score's decay. So every forged record reaches validation, which is what the
+forged task measures (the node answers a banned connection before looking at its request).
 
 Locust's `--csv` files are rewritten once a second while the users run, so the last version
 can miss the last second's requests; the final statistics are written once more, complete,
@@ -27,9 +31,12 @@ not OK (or a forged record taken) is a failure named by the node's status and re
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import ctypes
 import itertools
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -67,7 +74,7 @@ from proto.dfl.v1 import node_pb2, node_pb2_grpc
 grpc_gevent.init_gevent()
 
 CALL_TIMEOUT = 30.0
-FORGED_PER_CONNECTION = 4  # x 20 points < the default ban score of 100
+FORGED_PER_CONNECTION = 1  # x 20 points, far below the default ban score of 100
 HARMLESS_PEER = "127.0.0.1:1"  # what an unsigned RemovePeer names: never anyone's peer
 
 _environment: Environment | None = None
@@ -293,6 +300,16 @@ TASK_METHODS: dict[str, Callable[[NodeUser], None]] = {
 }
 
 
+def _stop_with(parent: int) -> None:
+    """SIGTERM (Locust's orderly stop) when the orchestrator that started us dies: Linux's
+    PR_SET_PDEATHSIG, asked for here rather than in a preexec_fn, and a check that it is not
+    already gone."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    if os.getppid() != parent:
+        raise SystemExit(f"the orchestrator (pid {parent}) is gone")
+
+
 @events.init_command_line_parser.add_listener
 def _arguments(parser: Any) -> None:
     parser.add_argument("--dfl-plan", default="", help="the load plan (orchestrator/load/plan.py)")
@@ -307,6 +324,8 @@ def _configure(environment: Environment, **_: Any) -> None:
     if not path:
         raise SystemExit("this locustfile needs --dfl-plan FILE (dfl load writes one)")
     _plan = LoadPlan.read(Path(path))
+    if _plan.parent_pid:
+        _stop_with(_plan.parent_pid)
     _signer = ControlSigner.load(Path(_plan.control_key))
     with np.load(_plan.samples) as samples:
         _samples = (samples["images"], samples["labels"])

@@ -44,6 +44,7 @@ class LoadPlan:
     perturbation: float = 1e-3  # std of the noise on the node's model, per virtual peer
     model_refresh_seconds: float = 10.0  # how often a virtual peer fetches the node's model
     batch_size: int = 16  # samples per InjectSamples call (the injector sends 16 at 64/s)
+    parent_pid: int = 0  # the orchestrator: Locust stops when it dies (0: it does not watch)
     extra: Mapping[str, object] = field(default_factory=dict)
 
     def write(self, path: Path) -> Path:

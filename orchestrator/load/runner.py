@@ -16,28 +16,27 @@ starts it once every node answers and awaits it before the nodes stop. It then
 4. scrapes the nodes again, once their ML queues are empty, and writes both scrapes with the
    load's settings into DIR/load.json: the counters' gains are what the load did.
 
-The Locust process dies with this one (Linux PR_SET_PDEATHSIG), and is killed if it outlives
-the run by more than STOP_GRACE, so nothing is left running.
+The Locust process stops when this one dies (it asks for Linux's PR_SET_PDEATHSIG itself), and
+is killed if it outlives the run by more than STOP_GRACE, so nothing is left running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -95,19 +94,21 @@ class LoadTest:
         loop = asyncio.get_running_loop()
         try:
             plan = await self._plan(fleet, directory)
-            before = {
-                name: figures
-                for name, (figures, _) in (await _settled_scrape(fleet.nodes, loop)).items()
-            }
+            before = await _settled_scrape(fleet.nodes, loop, started)
             log_file = (directory / LOCUST_LOG).open("wb")
             with log_file:
                 begun = time.time()
                 run_time = max(1, round(fleet.spec.duration_seconds - (begun - started)))
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
                 process = _start_locust(self._command(plan, run_time), log_file)
                 self.exit_code = await _until_done(process, ended, loop)
                 finished = time.time()
+                locust_cpu = _cpu_seconds(resource.getrusage(resource.RUSAGE_CHILDREN), children)
             self._collect_csv(directory)
-            after = await _settled_scrape(fleet.nodes, loop)
+            after = await _settled_scrape(fleet.nodes, loop, started)
+            # The driver injects until the run ends (its elapsed is set then): if that was
+            # before a node's end scrape, the node's samples stopped coming there.
+            run_end = fleet.elapsed if ended.is_set() else None
             self.figures = {
                 "users": self.users,
                 "spawn_rate": self.spawn_rate,
@@ -116,14 +117,18 @@ class LoadTest:
                 "run_started_at": started,
                 "started_s": begun - started,
                 "ended_s": finished - started,
+                "locust_cpu_seconds": locust_cpu,
                 "locust_exit_code": self.exit_code,
                 "batch_size": LoadPlan.read(plan).batch_size,
                 "nodes": {
                     node.name: {
                         "injection_rate": fleet.spec.injection_rate_of(node.index),
-                        "before": before.get(node.name),
-                        "after": after.get(node.name, (None, False))[0],
-                        "settled": after.get(node.name, (None, False))[1],
+                        "before": before[node.name].figures if node.name in before else None,
+                        "after": after[node.name].figures if node.name in after else None,
+                        "settled": node.name in after and after[node.name].settled,
+                        "before_s": before[node.name].at if node.name in before else None,
+                        "after_s": after[node.name].at if node.name in after else None,
+                        "injection_ended_s": run_end,
                     }
                     for node in fleet.nodes
                 },
@@ -170,6 +175,7 @@ class LoadTest:
             seed=fleet.spec.seed,
             samples=str(samples.resolve()),
             csv_prefix=str((self.out / LOAD_CSV_PREFIX).resolve()),
+            parent_pid=os.getpid(),
             wait_seconds=self.wait_seconds,
         )
         return plan.write(directory / PLAN_FILE)
@@ -230,10 +236,10 @@ def _write_samples(spec: Any, path: Path) -> None:
     np.savez(path, images=dataset.train_images[picks], labels=dataset.train_labels[picks])
 
 
-def _die_with_parent() -> None:
-    """In the child: SIGTERM when the orchestrator dies (Linux prctl PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+def _cpu_seconds(after: resource.struct_rusage, before: resource.struct_rusage) -> float:
+    """User + system CPU of the children reaped between two getrusage(RUSAGE_CHILDREN) calls:
+    Locust's own, as no node process is reaped while it runs (they stop after it)."""
+    return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def _start_locust(command: list[str], log_file: Any) -> subprocess.Popen[bytes]:
@@ -242,11 +248,10 @@ def _start_locust(command: list[str], log_file: Any) -> subprocess.Popen[bytes]:
         stdout=log_file,
         stderr=subprocess.STDOUT,
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        start_new_session=True,  # Ctrl-C reaches the orchestrator, which stops Locust itself
-        # The death signal follows the thread that started the child (see runtimes/local.py).
-        preexec_fn=(
-            _die_with_parent if threading.current_thread() is threading.main_thread() else None
-        ),
+        # Ctrl-C reaches the orchestrator, which stops Locust itself. No preexec_fn: a fork
+        # while gRPC runs here makes gRPC log that it skipped its fork handlers; the Locust
+        # process asks for its own death signal instead (locustfile.py, the plan's parent_pid).
+        start_new_session=True,
     )
 
 
@@ -281,19 +286,28 @@ async def _scrape_one(
         return None
 
 
+class Scrape(NamedTuple):
+    """One node's figures, whether its ML queue was empty, and when (run seconds)."""
+
+    figures: dict[str, float]
+    settled: bool
+    at: float
+
+
 async def _settled_scrape(
-    nodes: Any, loop: asyncio.AbstractEventLoop
-) -> dict[str, tuple[dict[str, float], bool]]:
+    nodes: Any, loop: asyncio.AbstractEventLoop, started: float
+) -> dict[str, Scrape]:
     """Each node's figures at its first scrape with an empty ML queue (or its last within
     SETTLE_TIMEOUT, marked not settled)."""
-    found: dict[str, tuple[dict[str, float], bool]] = {}
+    found: dict[str, Scrape] = {}
     deadline = loop.time() + SETTLE_TIMEOUT
     for node in nodes:
         while True:
+            at = time.time() - started
             figures = await _scrape_one(node, loop)
             if figures is None:
                 break
-            found[node.name] = (figures, settled(figures))
+            found[node.name] = Scrape(figures, settled(figures), at)
             if settled(figures) or loop.time() > deadline:
                 break
             await asyncio.sleep(SCRAPE_EVERY)

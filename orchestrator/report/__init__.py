@@ -6,11 +6,13 @@ One job per module, in the order the data flows:
     readers.py         load_run: a run directory into RunData, whatever a crashed node left
     summary.py         summarize: the key figures, once, for report.md and summary.json
     faults.py          what each fault of faults.jsonl did, from metrics.csv (in the summary)
+    load.py            what a `dfl load` run's Locust files and node scrapes say (in the summary)
     cpu_table.py       the CPU tables' task rows and category columns (paper Table 6)
     cells.py           how a figure is printed in Markdown (shared with `dfl compare`)
     markdown.py        report.md, section by section
     markdown_chain.py  its blockchain sections: DFL's Table 7, BLADE-FL's mining and lazy clients
     markdown_faults.py its Faults section, for a run with a faults.jsonl
+    markdown_load.py   its Load section, for a `dfl load` run
     plots.py           plots/*.png (matplotlib, imported only to draw)
     render.py          render_report: writes report.md, plots/*.png and summary.json
 

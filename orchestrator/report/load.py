@@ -16,8 +16,11 @@ The node figures per node: refusals by reason (dfl_rejected_total, exact: the no
 answers), new models received and receipts written for them (every model received by the end
 scrape was answered when its ML queue was empty: `settled`), failed evaluations, bans, the mean
 gossip latency of the models it received (virtual peers' included, which travel one hop),
-samples delivered against those the driver offered, process CPU in cores (load.json), CPU by
-category in cores and accuracy at the first and last sample (metrics.csv).
+samples delivered against those the driver offered (at the spec's rate, from the node's first
+scrape to its last, or to the end of the run's injection if that came first), process CPU in
+cores (load.json), CPU by category in cores and accuracy at the first and last sample
+(metrics.csv). Beside them, the load generator's own CPU in cores (Locust's process): on a
+small machine it competes with the nodes it loads.
 """
 
 from __future__ import annotations
@@ -101,6 +104,7 @@ class LoadSummary:
     batch_size: int | None  # samples per inject:InjectSamples call
     started_s: float | None  # seconds after the run started
     ended_s: float | None
+    locust_cores: float | None  # the load generator's own CPU seconds per second
     requests: tuple[RequestFigures, ...]
     total: RequestFigures | None
     failures: tuple[FailureFigures, ...]
@@ -130,6 +134,7 @@ def summarize_load(data: RunData) -> LoadSummary | None:
         batch_size=_int(settings.get("batch_size")),
         started_s=_float(settings.get("started_s")),
         ended_s=_float(settings.get("ended_s")),
+        locust_cores=_per_second(settings.get("locust_cpu_seconds"), settings),
         requests=tuple(row for row in rows if row.name != AGGREGATED),
         total=total,
         failures=failures,
@@ -196,6 +201,11 @@ def _node_figures(
     started, ended = _float(settings.get("started_s")), _float(settings.get("ended_s"))
     span = ended - started if started is not None and ended is not None else None
     rate = _float(entry.get("injection_rate"))
+    # The driver injects until the run ends; the counters gained between the node's scrapes.
+    first, last = _float(entry.get("before_s")), _float(entry.get("after_s"))
+    if last is not None and (run_end := _float(entry.get("injection_ended_s"))) is not None:
+        last = min(last, run_end)
+    injecting = last - first if first is not None and last is not None else span
     latency_count = gained.get("gossip_latency_count")
     cpu = gained.get("process_cpu_seconds")
     return NodeLoadFigures(
@@ -210,12 +220,21 @@ def _node_figures(
         if latency_count
         else None,
         samples_delivered=gained.get("samples_injected"),
-        samples_offered=rate * span if rate is not None and span is not None else None,
+        samples_offered=rate * injecting if rate is not None and injecting is not None else None,
         process_cores=cpu / span if cpu is not None and span else None,
         cores_by_category=_cores_by_category(metrics, name),
         accuracy_first=_first(metrics, name, "accuracy_test"),
         accuracy_last=metrics.series(name, "accuracy_test").last,
     )
+
+
+def _per_second(value: object, settings: Mapping[str, Any]) -> float | None:
+    """`value` (CPU seconds) over the load's span."""
+    seconds = _float(value)
+    started, ended = _float(settings.get("started_s")), _float(settings.get("ended_s"))
+    if seconds is None or started is None or ended is None or ended <= started:
+        return None
+    return seconds / (ended - started)
 
 
 def _cores_by_category(metrics: Metrics, node: str) -> dict[str, float]:

@@ -47,6 +47,11 @@ def _intro(load: LoadSummary) -> str:
         else "during the run"
     )
     pause = f"{load.wait_seconds:g} s" if load.wait_seconds is not None else "n/a"
+    cores = (
+        f" Locust's own process used {num(load.locust_cores)} cores meanwhile."
+        if load.locust_cores is not None
+        else ""
+    )
     return (
         f"Locust, {load.users if load.users is not None else 'n/a'} users spawned at "
         f"{num(load.spawn_rate, 1)} a second, spread over the nodes in turn, against their "
@@ -56,7 +61,7 @@ def _intro(load: LoadSummary) -> str:
         "that status and reason, a valid request must be served. Every other answer is a "
         "failure, named by the node's status and reason (`ACCEPTED` for a record the node "
         f"should have refused). From {LOAD_STATS_FILE}, {LOAD_FAILURES_FILE} "
-        f"({LOAD_HISTORY_FILE} has them over time) and {LOAD_FILE}.\n"
+        f"({LOAD_HISTORY_FILE} has them over time) and {LOAD_FILE}.{cores}\n"
     )
 
 
@@ -113,7 +118,8 @@ def _nodes(load: LoadSummary) -> str:
         "- gossip latency: mean from a model's creation to its arrival, over the models the "
         "node took (the virtual peers' travel one hop)",
         "- samples taken: by the node over the load, from the driver and the inject task; "
-        "driver offered: at the spec's rate over the load",
+        "driver offered: at the spec's rate, between the node's two scrapes (or to the end of "
+        "the run's injection, if that came first)",
         f"- process cores: the node's CPU seconds per second over the load; ml, blockchain, "
         f"network: the same per category, from {METRICS_FILE} (first to last sample)",
         f"- accuracy: test-set accuracy at the first and last sample in {METRICS_FILE}",

@@ -66,10 +66,14 @@ LOAD = {
     "started_s": 10.0,
     "ended_s": 30.0,
     "locust_exit_code": 0,
+    "locust_cpu_seconds": 16.0,
     "batch_size": 16,
     "nodes": {
         "node0": {
             "injection_rate": 64,
+            "before_s": 9.5,
+            "after_s": 29.5,  # before the run's injection ended: the window is 20 s
+            "injection_ended_s": 31.0,
             "before": figures(transactions_received=5, receipts_written=5, samples_injected=100),
             "after": figures(
                 transactions_received=75,
@@ -89,6 +93,9 @@ LOAD = {
         },
         "node1": {
             "injection_rate": 64,
+            "before_s": 10.0,
+            "after_s": 33.0,  # after the run's injection ended at 30 s: the window is 20 s
+            "injection_ended_s": 30.0,
             "before": figures(samples_injected=100, process_cpu_seconds=2),
             "after": figures(
                 transactions_received=10,
@@ -140,6 +147,7 @@ def run_dir(tmp_path: Path) -> Path:
 def test_the_requests_table_has_one_row_per_name_and_the_total(run_dir: Path) -> None:
     text = render_report(run_dir).read_text()
     assert "## Load" in text
+    assert "Locust's own process used 0.80 cores meanwhile." in text
     assert "| `transaction:SubmitTransaction` | OK | 100 | 5.0 | 30 | 14 | 95 | 320 | 410 |" in text
     assert (
         "| `forged:bad_signature` | UNAUTHENTICATED bad_signature | 40 | 2.0 | 0 "
@@ -179,6 +187,8 @@ def test_the_nodes_figures_are_the_gains_between_the_two_scrapes(run_dir: Path) 
     assert node0.evaluations_failed == 1 and node0.settled and not node1.settled
     assert node0.gossip_latency_mean_s == pytest.approx(0.02)
     assert (node0.samples_delivered, node0.samples_offered) == (1200, 64 * 20)
+    assert node1.samples_offered == 64 * 20
+    assert load.locust_cores == pytest.approx(0.8)  # 16 CPU s over the load's 20 s
     assert node0.process_cores == pytest.approx(1.5)  # 30 CPU s over 20 s
     assert node1.process_cores == pytest.approx(0.5)
     # metrics.csv: node0's ml rose 0 -> 40 + 40 s and blockchain 0 -> 20 s over 20 s.
