@@ -226,14 +226,16 @@ async def drive(
     exporter: OrchestratorMetrics | None = None,
     duration: float | None = None,
     ready_timeout: float = READY_TIMEOUT,
-    alongside: Callable[[Fleet, asyncio.Event], Awaitable[None]] | None = None,
+    alongside: Callable[[Fleet, asyncio.Event, OrchestratorMetrics | None], Awaitable[bool]]
+    | None = None,
 ) -> None:
     """Injects, samples and watches the started nodes until `duration` ends or `stop` is set.
 
     `duration` None runs until `stop` (a compose stack's orchestrator). `alongside` is more
     work for the same span (`dfl load`'s Locust process): started once every node answers,
-    given the fleet and an event set when the run ends, and awaited before this returns, so
-    while the nodes still run.
+    given the fleet, an event set when the run ends and the exporter, and awaited before this
+    returns, so while the nodes still run. If it ends on its own with True, so does the run
+    (`dfl load --step`: after its last stage), at the next sample.
     """
     spec = fleet.spec
     dataset = load_dataset(spec.dataset)
@@ -268,11 +270,14 @@ async def drive(
         faulting = (
             asyncio.ensure_future(faults.run(start, injecting)) if faults is not None else None
         )
-        beside = asyncio.ensure_future(alongside(fleet, injecting)) if alongside else None
+        beside = asyncio.ensure_future(alongside(fleet, injecting, exporter)) if alongside else None
         interval = spec.evaluation.interval_seconds
         while not stop.is_set():
             elapsed = loop.time() - start
             if duration is not None and elapsed >= duration:
+                break
+            if beside is not None and beside.done() and not beside.exception() and beside.result():
+                log.info("the load test is over: so is the run")
                 break
             wait = interval if duration is None else min(interval, duration - elapsed)
             with contextlib.suppress(TimeoutError):

@@ -4,15 +4,20 @@ A node reports accuracy on its own recent samples; only the orchestrator holds t
 set, so the fair accuracy (the one the dashboards plot per node) is exported from here, labelled
 with the node it measured. So is what the orchestrator does to the nodes: which scheduled
 faults (the spec's `faults:`) are in effect on which node, for the dashboards' fault panel and
-their fault-window annotations.
+their fault-window annotations. During `dfl load`, the load generator's requests too
+(orchestrator/load/live.py: dfl_load_requests_total, dfl_load_request_duration_seconds,
+dfl_load_users), for the dashboards' Load row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from orchestrator.load.live import LoadCollector
 
 
 class OrchestratorMetrics:
@@ -47,6 +52,13 @@ class OrchestratorMetrics:
             registry=self.registry,
         )
         self._active_faults: dict[tuple[str, str], int] = {}
+        self._load = LoadCollector()
+        self.registry.register(self._load)
+
+    def watch_load(self, live_file: Path) -> None:
+        """Exports a load test's requests from the file its Locust process keeps writing
+        (orchestrator/load/live.py); until then the dfl_load_* families have no samples."""
+        self._load.path = live_file
 
     def fault_changed(self, kind: str, nodes: Iterable[str], active: bool) -> None:
         """A fault of `kind` began (`active`) or was lifted on the nodes (by name).

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.commands.common import control_from_args, spec_from_args
 from orchestrator.commands.run import add_run_arguments, run_command
+from orchestrator.load.steps import STEPS_FILE, StepPlan, describe, judged_name
 from orchestrator.load.tasks import TASK_HELP, TASKS, parse_weights
 from orchestrator.report.schema import (
     LOAD_FAILURES_FILE,
@@ -36,6 +37,12 @@ if TYPE_CHECKING:
     from orchestrator.load.runner import LoadTest
 
 DEFAULT_USERS = 5
+STEP_SECONDS = 20.0
+STEP_SETTLE = 5.0
+STEP_MAX_USERS = 100
+P99_LIMIT_MS = 1000.0
+FAILURE_LIMIT = 0.05
+STEP_USER_RATE = 2.0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -102,6 +109,24 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="each user's pause between two tasks (default 0: as fast as the node answers)",
     )
     parser.add_argument(
+        "--user-rate",
+        type=float,
+        default=None,
+        metavar="PER_SECOND",
+        help="each user's tasks per second, at most (Locust's constant_throughput): the offered "
+        "rate is then users x this, however fast the node answers; instead of --wait. A valid "
+        "transaction is answered before it is evaluated, so users at --wait 0 fill a node's ML "
+        f"queue at once (default: --wait; with --step, {STEP_USER_RATE:g})",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=None,
+        metavar="N",
+        help="added to the Locust process's niceness (default 10): on a machine the nodes share "
+        "with the load generator, the nodes' CPU comes first; 0 for none",
+    )
+    parser.add_argument(
         "--node",
         action="append",
         default=[],
@@ -115,11 +140,114 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=9100,
         help="with --node: port of each node's /metrics on its host (default 9100)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="with --node: serve this command's /metrics (test accuracy, the load's requests "
+        "as dfl_load_*) on PORT, as `dfl orchestrate` does (the docker runtime always does)",
+    )
+    step = parser.add_argument_group(
+        "step mode",
+        textwrap.fill(
+            "--step raises the users stage by stage, from --users by --step-users every "
+            "--step-seconds, measuring each stage after --step-settle, until the judged request's "
+            "p99 passes --p99-limit or its failures pass --failure-limit (or --max-users is "
+            "reached); the run then ends. The judged request is transaction:SubmitTransaction when "
+            "the transaction task runs, else every request. Writes DIR/load_steps.jsonl and the "
+            "capacity curve (plots/load_capacity.png, with the knee marked) in the Load section.",
+            78,
+        ),
+    )
+    step.add_argument("--step", action="store_true", help="the step mode (see above)")
+    step.add_argument(
+        "--step-users",
+        type=int,
+        default=None,
+        metavar="N",
+        help="users added per stage (default: --users)",
+    )
+    step.add_argument(
+        "--step-seconds",
+        type=float,
+        metavar="SECONDS",
+        default=STEP_SECONDS,
+        help=f"each stage's length (default {STEP_SECONDS:g})",
+    )
+    step.add_argument(
+        "--step-settle",
+        type=float,
+        metavar="SECONDS",
+        default=STEP_SETTLE,
+        help=f"seconds into a stage before it is measured (default {STEP_SETTLE:g})",
+    )
+    step.add_argument(
+        "--max-users",
+        type=int,
+        metavar="N",
+        default=STEP_MAX_USERS,
+        help=f"no stage beyond this many users (default {STEP_MAX_USERS})",
+    )
+    step.add_argument(
+        "--p99-limit",
+        type=float,
+        default=P99_LIMIT_MS,
+        metavar="MS",
+        help=f"stop after the first stage whose p99 is above this (default {P99_LIMIT_MS:g})",
+    )
+    step.add_argument(
+        "--failure-limit",
+        type=float,
+        default=FAILURE_LIMIT,
+        metavar="RATIO",
+        help="stop after the first stage with more failed requests than this share "
+        f"(default {FAILURE_LIMIT:g})",
+    )
     parser.set_defaults(handler=load_command)
 
 
+def step_from_args(
+    args: argparse.Namespace, weights: dict[str, int], steps_file: Path
+) -> StepPlan | str | None:
+    """The step mode's plan; None without --step; a message naming the flag when one is
+    out of range."""
+    if not args.step:
+        return None
+    add = args.users if args.step_users is None else args.step_users
+    problems = [
+        f"--step-users {add}: at least 1" if add < 1 else "",
+        f"--step-seconds {args.step_seconds:g}: at least 2" if args.step_seconds < 2 else "",
+        f"--step-settle {args.step_settle:g}: at least 0 and below --step-seconds "
+        f"({args.step_seconds:g}), so that each stage has a part to measure"
+        if not 0 <= args.step_settle < args.step_seconds
+        else "",
+        f"--max-users {args.max_users}: at least --users ({args.users})"
+        if args.max_users < args.users
+        else "",
+        f"--p99-limit {args.p99_limit:g}: above 0" if args.p99_limit <= 0 else "",
+        f"--failure-limit {args.failure_limit:g}: between 0 and 1"
+        if not 0 <= args.failure_limit <= 1
+        else "",
+    ]
+    problem = "; ".join(text for text in problems if text)
+    if problem:
+        return problem
+    return StepPlan(
+        start_users=args.users,
+        add_users=add,
+        stage_seconds=args.step_seconds,
+        settle_seconds=args.step_settle,
+        max_users=args.max_users,
+        p99_limit_ms=args.p99_limit,
+        failure_limit=args.failure_limit,
+        judged=judged_name(weights),
+        steps_file=str(steps_file.resolve()),
+    )
+
+
 def load_command(args: argparse.Namespace) -> int:
-    from orchestrator.load.runner import LoadTest
+    from orchestrator.load.runner import LOCUST_NICENESS, LoadTest
 
     try:
         weights = parse_weights(args.task)
@@ -130,8 +258,31 @@ def load_command(args: argparse.Namespace) -> int:
         print(f"error: --users {args.users}: at least 1", file=sys.stderr)
         return 2
     spawn_rate = args.users if args.spawn_rate is None else args.spawn_rate
+    if args.nice is not None and not 0 <= args.nice <= 19:
+        print(f"error: --nice {args.nice}: between 0 and 19", file=sys.stderr)
+        return 2
     if spawn_rate <= 0 or args.wait < 0:
         print("error: --spawn-rate must be above 0 and --wait at least 0", file=sys.stderr)
+        return 2
+    user_rate = args.user_rate
+    if user_rate is None:
+        user_rate = STEP_USER_RATE if args.step else 0.0
+    elif user_rate <= 0 or args.wait:
+        print(
+            f"error: --user-rate {user_rate:g}: above 0, and not with --wait (one or the other)",
+            file=sys.stderr,
+        )
+        return 2
+    step = step_from_args(args, weights, args.out / STEPS_FILE)
+    if isinstance(step, str):
+        print(f"error: {step}", file=sys.stderr)
+        return 2
+    if args.metrics_port is not None and not args.node:
+        print(
+            "error: --metrics-port is for --node; the docker runtime serves its own /metrics and "
+            "the local one none",
+            file=sys.stderr,
+        )
         return 2
     if importlib.util.find_spec("locust") is None:
         print(
@@ -146,8 +297,14 @@ def load_command(args: argparse.Namespace) -> int:
         spawn_rate=spawn_rate,
         weights=weights,
         wait_seconds=args.wait,
+        user_rate=user_rate,
+        niceness=LOCUST_NICENESS if args.nice is None else args.nice,
         control_key=args.control_key,
+        step=step,
+        show_progress=not args.quiet,
     )
+    if step is not None and not args.quiet:
+        print(describe(step), flush=True)
     if args.node:
         code = _against_running_nodes(args, load)
     else:
@@ -175,6 +332,7 @@ def _against_running_nodes(args: argparse.Namespace, load: LoadTest) -> int:
         signals_set,
         write_run_info,
     )
+    from orchestrator.exporter import OrchestratorMetrics
     from orchestrator.report import render_report
 
     spec = spec_from_args(args)
@@ -196,6 +354,10 @@ def _against_running_nodes(args: argparse.Namespace, load: LoadTest) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.yaml").write_text(spec.to_yaml())
     fleet = RemoteFleet(spec, nodes, control)
+    exporter = OrchestratorMetrics() if args.metrics_port is not None else None
+    if exporter is not None:
+        exporter.serve(args.metrics_port)
+        print(f"metrics on :{args.metrics_port}/metrics", flush=True)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -205,6 +367,7 @@ def _against_running_nodes(args: argparse.Namespace, load: LoadTest) -> int:
                 Progress(spec.duration_seconds, not args.quiet),
                 stop,
                 metrics_csv=out / METRICS_FILE,
+                exporter=exporter,
                 duration=spec.duration_seconds,
                 alongside=load.alongside,
             )
@@ -216,5 +379,7 @@ def _against_running_nodes(args: argparse.Namespace, load: LoadTest) -> int:
         return 1
     finally:
         write_run_info(fleet, out, "remote", {}, {})
+        if exporter is not None:
+            exporter.close()
     print(f"report: {render_report(out)}")
     return 0

@@ -13,6 +13,10 @@ One job per module:
     records.py     what virtual peers and forgers send: validly signed transactions carrying
                    a perturbed copy of the node's model, and the four kinds of forged record
     scrape.py      the nodes' own counters from /metrics, before and after the load
+    live.py        Locust's requests as they happen, counted in its process and exported by
+                   the orchestrator's /metrics (dfl_load_*)
+    steps.py       the step mode's rules: stages of users, their figures, limits, the knee
+    stepshape.py   the step mode inside Locust (a LoadTestShape; loaded only with --step)
     runner.py      the orchestrator's side: the plan, the Locust process, the node figures;
                    `dfl load` hands it to the driver, which runs it beside the experiment
     locustfile.py  the Locust side: a User with an intercepted gRPC channel per node (imports

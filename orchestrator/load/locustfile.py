@@ -26,7 +26,9 @@ when Locust quits (`_final_statistics`), to the plan's CSV prefix.
 
 Every request is reported as `<task>:<rpc>` with the verdict of orchestrator/load/tasks.py: a
 refusal that a forged record or an unsigned call must get is a success, anything else that is
-not OK (or a forged record taken) is a failure named by the node's status and reason.
+not OK (or a forged record taken) is a failure named by the node's status and reason. The same
+requests are counted for the orchestrator's /metrics (orchestrator/load/live.py), whose file is
+rewritten once a second and once more at the end.
 """
 
 from __future__ import annotations
@@ -42,15 +44,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import gevent
 import grpc
 import grpc.experimental.gevent as grpc_gevent
 import numpy as np
-from locust import User, constant, events
+from locust import User, constant, constant_throughput, events
 from locust.env import Environment
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 from node.service.control import ControlSigner
 from node.service.peers import CHANNEL_OPTIONS, SERVICE
+from orchestrator.load.live import OK_OUTCOME, LiveCounts
 from orchestrator.load.plan import LoadPlan, PlanNode
 from orchestrator.load.records import Forger, VirtualPeer, perturbed, virtual_peer_key
 from orchestrator.load.tasks import (
@@ -76,12 +80,15 @@ grpc_gevent.init_gevent()
 CALL_TIMEOUT = 30.0
 FORGED_PER_CONNECTION = 1  # x 20 points, far below the default ban score of 100
 HARMLESS_PEER = "127.0.0.1:1"  # what an unsigned RemovePeer names: never anyone's peer
+LIVE_EVERY = 1.0  # seconds between two writes of the live totals
+ACCEPTED = "ACCEPTED"  # the outcome of a request the node took but had to refuse
 
 _environment: Environment | None = None
 _plan: LoadPlan | None = None
 _signer: ControlSigner | None = None
 _samples: tuple[np.ndarray, np.ndarray] | None = None
 _user_numbers = itertools.count()
+_live = LiveCounts()
 
 
 class NodeAnswer(Exception):
@@ -127,10 +134,13 @@ class LocustInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.StreamUnaryClient
         except grpc.RpcError as error:
             status, text, length = error.code().name, error.details() or "", 0
         failure = verdict(expected, status, text)
+        seconds = time.perf_counter() - started
+        outcome = OK_OUTCOME if failure is None else ACCEPTED if status == "OK" else status
+        _live.record(name, outcome, seconds)
         self._environment.events.request.fire(
             request_type="grpc",
             name=name,
-            response_time=(time.perf_counter() - started) * 1000,
+            response_time=seconds * 1000,
             response_length=length,
             exception=NodeAnswer(failure) if failure is not None else None,
             context={"status": status},
@@ -326,13 +336,32 @@ def _configure(environment: Environment, **_: Any) -> None:
     _plan = LoadPlan.read(Path(path))
     if _plan.parent_pid:
         _stop_with(_plan.parent_pid)
+    if _plan.niceness:
+        os.nice(_plan.niceness)
     _signer = ControlSigner.load(Path(_plan.control_key))
     with np.load(_plan.samples) as samples:
         _samples = (samples["images"], samples["labels"])
     NodeUser.tasks = [
         TASK_METHODS[name] for name, weight in _plan.weights.items() for _ in range(weight)
     ]
-    NodeUser.wait_time = constant(_plan.wait_seconds)
+    NodeUser.wait_time = (
+        constant_throughput(_plan.user_rate) if _plan.user_rate else constant(_plan.wait_seconds)
+    )
+    if _plan.live_file:
+        gevent.spawn(_keep_writing_live, environment, Path(_plan.live_file))
+
+
+def _keep_writing_live(environment: Environment, path: Path) -> None:
+    """The live totals for the orchestrator's /metrics, once a second until Locust quits."""
+    while True:
+        _write_live(environment, path)
+        gevent.sleep(LIVE_EVERY)
+
+
+def _write_live(environment: Environment, path: Path) -> None:
+    _live.users = environment.runner.user_count if environment.runner is not None else 0
+    with contextlib.suppress(OSError):
+        _live.write(path)
 
 
 @events.quit.add_listener
@@ -343,6 +372,8 @@ def _final_statistics(**_: Any) -> None:
     users stopped (and so after their last request was recorded) and before Locust exits."""
     if _environment is None or _plan is None:
         return
+    if _plan.live_file:
+        _write_live(_environment, Path(_plan.live_file))
     writer = StatsCSV(_environment, PERCENTILES_TO_REPORT)
     for suffix, write in (
         ("_stats.csv", writer.requests_csv),

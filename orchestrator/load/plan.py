@@ -41,10 +41,14 @@ class LoadPlan:
     ttl: int = 1  # of virtual peers' transactions (1: the target evaluates, nobody relays)
     lifetime_ms: int = 120_000
     wait_seconds: float = 0.0  # each user's pause between two tasks
+    user_rate: float = 0.0  # if above 0, each user's tasks per second instead (an open rate)
     perturbation: float = 1e-3  # std of the noise on the node's model, per virtual peer
     model_refresh_seconds: float = 10.0  # how often a virtual peer fetches the node's model
     batch_size: int = 16  # samples per InjectSamples call (the injector sends 16 at 64/s)
     parent_pid: int = 0  # the orchestrator: Locust stops when it dies (0: it does not watch)
+    niceness: int = 0  # added to the Locust process's (os.nice): the nodes' CPU comes first
+    live_file: str = ""  # where Locust keeps its running totals (orchestrator/load/live.py)
+    step: Mapping[str, object] | None = None  # the step mode (orchestrator/load/steps.py)
     extra: Mapping[str, object] = field(default_factory=dict)
 
     def write(self, path: Path) -> Path:

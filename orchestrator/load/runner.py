@@ -16,6 +16,11 @@ starts it once every node answers and awaits it before the nodes stop. It then
 4. scrapes the nodes again, once their ML queues are empty, and writes both scrapes with the
    load's settings into DIR/load.json: the counters' gains are what the load did.
 
+While Locust runs, the run's orchestrator /metrics (where there is one: docker, a compose
+stack) exports its requests (orchestrator/load/live.py). In the step mode Locust also loads
+orchestrator/load/stepshape.py, each stage's figures are printed as its line reaches
+DIR/load_steps.jsonl, and the end of the stages ends the run.
+
 The Locust process stops when this one dies (it asks for Linux's PR_SET_PDEATHSIG itself), and
 is killed if it outlives the run by more than STOP_GRACE, so nothing is left running.
 """
@@ -33,8 +38,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -45,8 +50,10 @@ from node.service.control import KEY_FILE, ControlSigner
 from node.service.peers import CHANNEL_OPTIONS
 from orchestrator.datasets import load_dataset
 from orchestrator.endpoint import NodeEndpoint
+from orchestrator.load.live import LIVE_FILE
 from orchestrator.load.plan import PLAN_FILE, SAMPLES_FILE, LoadPlan, PlanNode
 from orchestrator.load.scrape import scrape, settled
+from orchestrator.load.steps import StepPlan, read_stages
 from orchestrator.report.schema import (
     LOAD_CSV_PREFIX,
     LOAD_DIR,
@@ -59,13 +66,16 @@ from proto.dfl.v1 import node_pb2, node_pb2_grpc
 
 if TYPE_CHECKING:
     from orchestrator.driver import Fleet
+    from orchestrator.exporter import OrchestratorMetrics
 
 log = logging.getLogger(__name__)
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+STEP_SHAPE = Path(__file__).with_name("stepshape.py")
 LOCUST_LOG = "locust.log"
 LOCUST_CSV_PREFIX = "locust"  # Locust's own --csv files, in DIR/load/
 SAMPLE_COUNT = 2048  # training samples the inject task draws its batches from
+LOCUST_NICENESS = 10
 STOP_GRACE = 20.0  # seconds Locust has to write its files after SIGTERM
 SETTLE_TIMEOUT = 15.0  # how long the end scrape waits for empty ML queues
 SCRAPE_EVERY = 0.25
@@ -80,15 +90,24 @@ class LoadTest:
     spawn_rate: float
     weights: Mapping[str, int]
     wait_seconds: float = 0.0
+    user_rate: float = 0.0  # tasks per second per user; 0: as fast as --wait lets them
     control_key: Path | None = None  # the key file the nodes obey; None: save the run's own
+    step: StepPlan | None = None  # the step mode's stages; None: --users for the whole run
+    show_progress: bool = True  # print each stage as it ends
+    niceness: int = LOCUST_NICENESS  # Locust's, above ours: the nodes' CPU comes first
     exit_code: int | None = None  # Locust's, once it has ended
     problem: str | None = None  # why there are no load figures, when there are none
     figures: dict[str, Any] = field(default_factory=dict)  # what load.json holds
 
-    async def alongside(self, fleet: Fleet, ended: asyncio.Event) -> None:
-        """The driver's hook: the whole load test, from nodes that answer to the end scrape."""
+    async def alongside(
+        self, fleet: Fleet, ended: asyncio.Event, exporter: OrchestratorMetrics | None = None
+    ) -> bool:
+        """The driver's hook: the whole load test, from nodes that answer to the end scrape.
+        True when its end is to end the run (the step mode's last stage)."""
         directory = self.out / LOAD_DIR
         directory.mkdir(parents=True, exist_ok=True)
+        if exporter is not None:
+            exporter.watch_load(directory / LIVE_FILE)
         process: subprocess.Popen[bytes] | None = None
         started = fleet.started_at or time.time()
         loop = asyncio.get_running_loop()
@@ -100,10 +119,14 @@ class LoadTest:
                 begun = time.time()
                 run_time = max(1, round(fleet.spec.duration_seconds - (begun - started)))
                 children = resource.getrusage(resource.RUSAGE_CHILDREN)
+                own = resource.getrusage(resource.RUSAGE_SELF)
                 process = _start_locust(self._command(plan, run_time), log_file)
-                self.exit_code = await _until_done(process, ended, loop)
+                follow = _StageFollower(self.step, self.show_progress)
+                self.exit_code = await _until_done(process, ended, loop, follow)
+                follow()
                 finished = time.time()
                 locust_cpu = _cpu_seconds(resource.getrusage(resource.RUSAGE_CHILDREN), children)
+                orchestrator_cpu = _cpu_seconds(resource.getrusage(resource.RUSAGE_SELF), own)
             self._collect_csv(directory)
             after = await _settled_scrape(fleet.nodes, loop, started)
             # The driver injects until the run ends (its elapsed is set then): if that was
@@ -114,11 +137,17 @@ class LoadTest:
                 "spawn_rate": self.spawn_rate,
                 "weights": dict(self.weights),
                 "wait_seconds": self.wait_seconds,
+                "user_rate": self.user_rate,
                 "run_started_at": started,
                 "started_s": begun - started,
                 "ended_s": finished - started,
                 "locust_cpu_seconds": locust_cpu,
+                # This process's (injection, test-set evaluation, scrapes) over the same span.
+                "orchestrator_cpu_seconds": orchestrator_cpu,
+                "machine_cores": os.cpu_count(),
                 "locust_exit_code": self.exit_code,
+                "locust_niceness": self.niceness,
+                "step": asdict(self.step) if self.step is not None else None,
                 "batch_size": LoadPlan.read(plan).batch_size,
                 "nodes": {
                     node.name: {
@@ -144,6 +173,7 @@ class LoadTest:
             if process is not None and process.poll() is None:
                 process.kill()
                 process.wait()
+        return self.step is not None
 
     async def _plan(self, fleet: Fleet, directory: Path) -> Path:
         """The plan file, from what the nodes say of themselves and the run's dataset."""
@@ -176,7 +206,11 @@ class LoadTest:
             samples=str(samples.resolve()),
             csv_prefix=str((self.out / LOAD_CSV_PREFIX).resolve()),
             parent_pid=os.getpid(),
+            niceness=self.niceness,
             wait_seconds=self.wait_seconds,
+            user_rate=self.user_rate,
+            live_file=str((directory / LIVE_FILE).resolve()),
+            step=asdict(self.step) if self.step is not None else None,
         )
         return plan.write(directory / PLAN_FILE)
 
@@ -200,17 +234,20 @@ class LoadTest:
                 shutil.copyfile(written, target)
 
     def _command(self, plan: Path, run_time: int) -> list[str]:
+        """Locust's command line; in the step mode the shape sets the users (--run-time still
+        caps the test at the run's end)."""
+        files = str(LOCUSTFILE) if self.step is None else f"{LOCUSTFILE},{STEP_SHAPE}"
+        users = ["--users", str(self.users)] if self.step is None else []
         return [
             sys.executable,
             "-m",
             "locust",
             "--locustfile",
-            str(LOCUSTFILE),
+            files,
             "--headless",
             "--dfl-plan",
             str(plan),
-            "--users",
-            str(self.users),
+            *users,
             "--spawn-rate",
             f"{self.spawn_rate:g}",
             "--run-time",
@@ -255,14 +292,41 @@ def _start_locust(command: list[str], log_file: Any) -> subprocess.Popen[bytes]:
     )
 
 
+class _StageFollower:
+    """Prints each stage of the step mode once its line is in DIR/load_steps.jsonl."""
+
+    def __init__(self, step: StepPlan | None, enabled: bool) -> None:
+        self.step = step if enabled else None
+        self.shown = 0
+
+    def __call__(self) -> None:
+        if self.step is None:
+            return
+        stages = read_stages(Path(self.step.steps_file))
+        for stage in stages[self.shown :]:
+            p99 = "n/a" if stage.p99_ms is None else f"{stage.p99_ms:.0f} ms"
+            print(
+                f"  stage {stage.stage}: {stage.users} users, {stage.throughput:.1f} req/s of "
+                f"{self.step.judged} ({stage.failure_ratio:.1%} failed), p50 "
+                f"{stage.p50_ms or 0:.0f} ms, p99 {p99}"
+                + (f"; stops: {stage.over}" if stage.over else ""),
+                flush=True,
+            )
+        self.shown = max(self.shown, len(stages))
+
+
 async def _until_done(
-    process: subprocess.Popen[bytes], ended: asyncio.Event, loop: asyncio.AbstractEventLoop
+    process: subprocess.Popen[bytes],
+    ended: asyncio.Event,
+    loop: asyncio.AbstractEventLoop,
+    on_poll: Callable[[], None] = lambda: None,
 ) -> int:
     """Locust's exit code, once its run time is over or, the run having ended, it was told to
     stop (and killed if it does not within STOP_GRACE)."""
     while process.poll() is None and not ended.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ended.wait(), timeout=0.5)
+        on_poll()
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:

@@ -3,7 +3,9 @@
 Locust sees answers; the node's counters say what became of them. A scrape before the load and
 one after give, per node: every refusal by reason (dfl_rejected_total, which the node counts as
 it answers, so the difference is exact), the new models it received and the receipts it wrote
-for them, evaluations that failed, its ML queue, bans, gossip latency and samples injected.
+for them, evaluations that failed, its ML queue, bans, gossip latency and samples injected,
+and the CPU its profiler puts on receiving transactions, by category (what one more
+transaction costs it: the step mode's bound).
 
 The engine's counters reach /metrics at the node's ticks, together with its ML queue gauge, so
 a scrape whose queue is empty shows every model received by then answered with a receipt (or
@@ -18,6 +20,8 @@ from collections.abc import Mapping
 from prometheus_client.parser import text_string_to_metric_families
 
 REJECTED_PREFIX = "rejected:"  # rejected:<reason label>
+RECEIVE_CPU_PREFIX = "receive_cpu:"  # receive_cpu:<category>, the receive_transaction task's
+RECEIVE_TASK = "receive_transaction"
 # Sample name (and label, value) -> key in the flat figures.
 SAMPLES: Mapping[str, str] = {
     "dfl_transactions_received_total": "transactions_received",
@@ -41,6 +45,9 @@ def parse_figures(text: str) -> dict[str, float]:
         for sample in family.samples:
             if sample.name == "dfl_rejected_total":
                 figures[REJECTED_PREFIX + sample.labels["reason"]] = sample.value
+            elif sample.name == "dfl_cpu_seconds_total":
+                if sample.labels.get("task") == RECEIVE_TASK:
+                    figures[RECEIVE_CPU_PREFIX + sample.labels["category"]] = sample.value
             elif sample.name in SAMPLES:
                 figures[SAMPLES[sample.name]] = sample.value
             else:
@@ -67,6 +74,15 @@ def rejected(figures: Mapping[str, float]) -> dict[str, float]:
         key.removeprefix(REJECTED_PREFIX): value
         for key, value in figures.items()
         if key.startswith(REJECTED_PREFIX)
+    }
+
+
+def receive_cpu(figures: Mapping[str, float]) -> dict[str, float]:
+    """{category: CPU seconds} the node spent receiving transactions."""
+    return {
+        key.removeprefix(RECEIVE_CPU_PREFIX): value
+        for key, value in figures.items()
+        if key.startswith(RECEIVE_CPU_PREFIX)
     }
 
 

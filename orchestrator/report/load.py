@@ -20,7 +20,8 @@ samples delivered against those the driver offered (at the spec's rate, from the
 scrape to its last, or to the end of the run's injection if that came first), process CPU in
 cores (load.json), CPU by category in cores and accuracy at the first and last sample
 (metrics.csv). Beside them, the load generator's own CPU in cores (Locust's process): on a
-small machine it competes with the nodes it loads.
+small machine it competes with the nodes it loads. For `--step`, the capacity curve's stages
+from load_steps.jsonl and the bound the CPU figures set (capacity.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.load.scrape import difference, rejected
+from orchestrator.load.steps import STEPS_FILE, read_stages
 from orchestrator.load.tasks import expected_of, split_name
+from orchestrator.report.capacity import CapacityFigures, capacity_figures
 from orchestrator.report.schema import (
     CPU_METRIC_PREFIX,
     LOAD_FAILURES_FILE,
@@ -83,6 +86,7 @@ class NodeLoadFigures:
     receipts_written: float | None
     evaluations_failed: float | None
     settled: bool  # the end scrape saw an empty ML queue
+    restarted: bool  # its counters went back to 0 between the scrapes (a crash, a restart)
     peers_banned: float | None  # at the end
     gossip_latency_mean_s: float | None
     samples_delivered: float | None  # the driver's and the inject task's
@@ -101,6 +105,7 @@ class LoadSummary:
     spawn_rate: float | None
     weights: dict[str, int]
     wait_seconds: float | None
+    user_rate: float | None  # tasks per second per user (0: as fast as the pause lets them)
     batch_size: int | None  # samples per inject:InjectSamples call
     started_s: float | None  # seconds after the run started
     ended_s: float | None
@@ -109,6 +114,7 @@ class LoadSummary:
     total: RequestFigures | None
     failures: tuple[FailureFigures, ...]
     nodes: tuple[NodeLoadFigures, ...]
+    capacity: CapacityFigures | None = None  # the step mode's
     problems: tuple[str, ...] = field(default=())
 
 
@@ -131,6 +137,7 @@ def summarize_load(data: RunData) -> LoadSummary | None:
         spawn_rate=_float(settings.get("spawn_rate")),
         weights={str(k): int(v) for k, v in dict(settings.get("weights") or {}).items()},
         wait_seconds=_float(settings.get("wait_seconds")),
+        user_rate=_float(settings.get("user_rate")),
         batch_size=_int(settings.get("batch_size")),
         started_s=_float(settings.get("started_s")),
         ended_s=_float(settings.get("ended_s")),
@@ -139,8 +146,13 @@ def summarize_load(data: RunData) -> LoadSummary | None:
         total=total,
         failures=failures,
         nodes=tuple(
-            _node_figures(name, entry, settings, data.metrics)
+            _node_figures(name, entry, settings, data.metrics, name in _crashed(data, entry))
             for name, entry in dict(settings.get("nodes") or {}).items()
+        ),
+        capacity=capacity_figures(
+            settings,
+            read_stages(directory / STEPS_FILE),
+            total.requests if total is not None else None,
         ),
         problems=tuple(problems),
     )
@@ -194,10 +206,17 @@ def read_failures(path: Path, problems: list[str]) -> tuple[FailureFigures, ...]
 
 
 def _node_figures(
-    name: str, entry: Mapping[str, Any], settings: Mapping[str, Any], metrics: Metrics
+    name: str,
+    entry: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    metrics: Metrics,
+    restarted: bool,
 ) -> NodeLoadFigures:
     before, after = entry.get("before") or {}, entry.get("after") or {}
-    gained = difference(after, before) if before and after else {}
+    # A node that crashed in between (a crash fault, faults.jsonl) counts again from 0 once
+    # restarted: its gains are what it counted since the restart, as Prometheus's rate() takes
+    # a counter reset; what it counted between the first scrape and the crash is lost.
+    gained = (dict(after) if restarted else difference(after, before)) if before and after else {}
     started, ended = _float(settings.get("started_s")), _float(settings.get("ended_s"))
     span = ended - started if started is not None and ended is not None else None
     rate = _float(entry.get("injection_rate"))
@@ -215,6 +234,7 @@ def _node_figures(
         receipts_written=gained.get("receipts_written"),
         evaluations_failed=gained.get("evaluations_failed"),
         settled=bool(entry.get("settled")),
+        restarted=restarted,
         peers_banned=after.get("peers_banned"),
         gossip_latency_mean_s=gained["gossip_latency_sum"] / latency_count
         if latency_count
@@ -226,6 +246,21 @@ def _node_figures(
         accuracy_first=_first(metrics, name, "accuracy_test"),
         accuracy_last=metrics.series(name, "accuracy_test").last,
     )
+
+
+def _crashed(data: RunData, entry: Mapping[str, Any]) -> set[str]:
+    """The nodes a crash fault began on between this node's two scrapes."""
+    first, last = _float(entry.get("before_s")), _float(entry.get("after_s"))
+    if not data.faults or first is None or last is None:
+        return set()
+    names = list(data.nodes)
+    return {
+        names[index]
+        for moment in data.faults
+        if moment.kind == "crash" and moment.phase == "begin" and first <= moment.time_s <= last
+        for index in moment.nodes
+        if index < len(names)
+    }
 
 
 def _per_second(value: object, settings: Mapping[str, Any]) -> float | None:

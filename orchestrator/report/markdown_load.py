@@ -1,5 +1,6 @@
 """report.md's Load section, for a `dfl load` run: Locust's figures per request name, the
-failures by status, and beside them the nodes' own figures under the load.
+failures by status, beside them the nodes' own figures under the load, and for `--step` the
+capacity curve.
 
 The figures are the summary's (load.py reads and computes them and says how); this module only
 lays them out.
@@ -9,15 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from orchestrator.load.steps import StageFigures
 from orchestrator.load.tasks import FORGED_KINDS, UNSIGNED
+from orchestrator.report.capacity import CapacityFigures
 from orchestrator.report.cells import big, num, table
 from orchestrator.report.load import FailureFigures, LoadSummary, NodeLoadFigures, RequestFigures
 from orchestrator.report.schema import (
+    LOAD_CAPACITY_PLOT,
     LOAD_FAILURES_FILE,
     LOAD_FILE,
     LOAD_HISTORY_FILE,
     LOAD_STATS_FILE,
     METRICS_FILE,
+    PLOTS_DIR,
 )
 
 CATEGORY_ORDER = ("ml", "blockchain", "network")
@@ -33,10 +38,102 @@ def load_section(load: LoadSummary | None) -> str:
     if load.requests:
         parts.append(_requests_table(load))
         parts.append(_failures(load))
+    if load.capacity is not None:
+        parts.append(_capacity(load.capacity, load.user_rate))
     if load.nodes:
         parts.append(_nodes(load))
         parts.append(_checks(load))
     return "\n".join(parts)
+
+
+def _capacity(capacity: CapacityFigures, user_rate: float | None) -> str:
+    """The step mode's stages, the knee, and the CPU bound beside it."""
+    nodes = max(capacity.nodes, 1)
+    pace = f", each user at {user_rate:g} tasks/s" if user_rate else ""
+    lines = [
+        "### Capacity (step mode)\n",
+        f"Users rose stage by stage{pace}; each stage is measured on `{capacity.judged}` "
+        f"after it settled, over {nodes} node(s) (per node: divided by {nodes}). The knee is "
+        "the stage of highest power (served per second over mean latency), among the stages "
+        "within the limits. From load_steps.jsonl.\n",
+    ]
+    if not capacity.stages:
+        lines.append("- **no stage was completed** (a stage needs its settled part to end)\n")
+        return "\n".join(lines)
+    rows = [_stage_row(stage, nodes, stage == capacity.knee) for stage in capacity.stages]
+    lines.append(
+        table(
+            (
+                "stage",
+                "users",
+                "requests/s",
+                "served/s",
+                "served/s per node",
+                "failed",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "stopped by",
+            ),
+            rows,
+        )
+    )
+    lines.append(f"![capacity curve]({PLOTS_DIR}/{LOAD_CAPACITY_PLOT})\n")
+    lines.extend(_capacity_notes(capacity))
+    return "\n".join(lines)
+
+
+def _stage_row(stage: StageFigures, nodes: int, is_knee: bool) -> tuple[str, ...]:
+    cells = (
+        str(stage.stage),
+        str(stage.users),
+        num(stage.throughput, 1),
+        num(stage.served, 1),
+        num(stage.served / nodes, 1),
+        f"{stage.failure_ratio:.1%}",
+        _ms(stage.p50_ms),
+        _ms(stage.p95_ms),
+        _ms(stage.p99_ms),
+        stage.over or "",
+    )
+    return tuple(f"**{cell}**" if is_knee and cell else cell for cell in cells)
+
+
+def _capacity_notes(capacity: CapacityFigures) -> list[str]:
+    notes = []
+    knee, per_node = capacity.knee, capacity.knee_per_node
+    if knee is not None and per_node is not None:
+        notes.append(
+            f"- knee: stage {knee.stage}, {knee.users} users: {num(knee.served, 1)} served/s in "
+            f"all, **{num(per_node, 1)} per node**, p50 {_ms(knee.p50_ms)} ms, p99 "
+            f"{_ms(knee.p99_ms)} ms"
+        )
+    else:
+        notes.append("- knee: none (no stage within the limits)")
+    if capacity.receive_ms is not None:
+        parts = ", ".join(
+            f"{category} {num(ms, 1)}" for category, ms in capacity.receive_ms_by_category.items()
+        )
+        notes.append(
+            f"- CPU per received transaction (the nodes' profilers, receive_transaction task): "
+            f"{num(capacity.receive_ms, 1)} ms ({parts}); a core per node would bound a node at "
+            f"{num(capacity.bound_one_core, 1)} transactions/s"
+        )
+    if capacity.bound_machine is not None:
+        notes.append(
+            f"- this machine's bound: {capacity.machine_cores} cores, less the nodes' other work "
+            f"({num(capacity.other_cores)} cores), the orchestrator's "
+            f"({num(capacity.orchestrator_cores)}) and Locust's, at "
+            f"{num(capacity.receive_ms, 1)} ms per transaction plus Locust's "
+            f"{num(capacity.locust_ms_per_request, 1)} ms per request: "
+            f"**{num(capacity.bound_machine, 1)} transactions/s per node**"
+            + (
+                f"; the knee is {per_node / capacity.bound_machine:.0%} of it"
+                if per_node is not None and capacity.bound_machine
+                else ""
+            )
+        )
+    return [*notes, ""]
 
 
 def _intro(load: LoadSummary) -> str:
@@ -46,16 +143,22 @@ def _intro(load: LoadSummary) -> str:
         if load.started_s is not None and load.ended_s is not None
         else "during the run"
     )
-    pause = f"{load.wait_seconds:g} s" if load.wait_seconds is not None else "n/a"
+    pace = (
+        f"each user at most {load.user_rate:g} tasks a second"
+        if load.user_rate
+        else "each user's pause between tasks: "
+        + (f"{load.wait_seconds:g} s" if load.wait_seconds is not None else "n/a")
+    )
     cores = (
         f" Locust's own process used {num(load.locust_cores)} cores meanwhile."
         if load.locust_cores is not None
         else ""
     )
     return (
-        f"Locust, {load.users if load.users is not None else 'n/a'} users spawned at "
+        f"Locust, {load.users if load.users is not None else 'n/a'} users"
+        f"{' at first, more at each stage (the step mode)' if load.capacity else ''} spawned at "
         f"{num(load.spawn_rate, 1)} a second, spread over the nodes in turn, against their "
-        f"gRPC {window}; task weights: {weights}; each user's pause between tasks: {pause}. "
+        f"gRPC {window}; task weights: {weights}; {pace}. "
         "A request is named `<task>:<rpc>`. It succeeds when the node answers as the *must "
         "get* column says: a forged record or an unsigned control call must be refused with "
         "that status and reason, a valid request must be served. Every other answer is a "
@@ -194,10 +297,17 @@ def _checks(load: LoadSummary) -> str:
             f"- records and calls the nodes should have refused and took: {big(accepted)}"
             + (" **(a node failed)**" if accepted else "")
         )
+    restarted = ", ".join(node.node for node in load.nodes if node.restarted)
+    differ = (
+        f" ({restarted} restarted during the load: what a node counted before its restart is "
+        "not in its counters)"
+        if restarted
+        else " **(they differ)**"
+    )
     for reason, seen, counted in refusal_check(load):
         lines.append(
             f"- refused as `{reason}`: Locust saw {big(seen)}, the nodes counted {big(counted)}"
-            + ("" if seen == counted else " **(they differ)**")
+            + ("" if seen == counted else differ)
         )
     shed = _shed(load.failures)
     if shed:

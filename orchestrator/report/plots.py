@@ -33,6 +33,7 @@ from orchestrator.report.schema import (
     CHAIN_PLOT,
     CPU_PLOT,
     FAULTS_PLOT,
+    LOAD_CAPACITY_PLOT,
     PLAGIARISM_PLOT,
     RunData,
 )
@@ -52,7 +53,8 @@ FaultSpan = tuple[int, str, float, float | None]  # (number, kind, start, end; N
 
 def draw_plots(data: RunData, summary: RunSummary, plot_dir: Path) -> None:
     """plots/*.png, the images report.md links: always all of them, the plagiarism one for a run
-    with resemblance tables only, the faults one for a run with faults only."""
+    with resemblance tables only, the faults one for a run with faults only, the capacity curve
+    for a `dfl load --step` run only."""
     names = list(data.nodes)
     metric = data.metrics
 
@@ -104,6 +106,14 @@ def draw_plots(data: RunData, summary: RunSummary, plot_dir: Path) -> None:
         )
     if summary.faults:
         draw_fault_plot(data, summary, plot_dir / FAULTS_PLOT)
+    if summary.load is not None and summary.load.capacity is not None:
+        from orchestrator.report.plots_load import plot_capacity
+
+        plot_capacity(
+            plot_dir / LOAD_CAPACITY_PLOT,
+            summary.load.capacity,
+            title=f"{data.info.name}: capacity per node, stage by stage",
+        )
 
 
 def draw_fault_plot(data: RunData, summary: RunSummary, path: Path) -> Path:

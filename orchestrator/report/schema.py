@@ -43,6 +43,7 @@ CHAIN_PLOT = "chain.png"
 PLAGIARISM_PLOT = "plagiarism.png"  # BLADE-FL runs with a rounds.jsonl only
 FAULTS_FILE = "faults.jsonl"
 FAULTS_PLOT = "faults.png"  # runs with a faults.jsonl only
+LOAD_CAPACITY_PLOT = "load_capacity.png"  # `dfl load --step` runs only
 # `dfl load` runs only (orchestrator/load/): Locust's CSV files (`--csv load`), the nodes' own
 # counters before and after the load with its settings, and the plan, key and log in load/.
 LOAD_CSV_PREFIX = "load"

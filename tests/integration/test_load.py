@@ -49,9 +49,8 @@ def _left_running(marker: str) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def load_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("load") / "run"
+def run_load(out: Path, duration_s: int, *options: str) -> subprocess.CompletedProcess[str]:
+    """`dfl load` on smoke-dfl.yaml cut to two local nodes, as a user runs it; exit 0 asserted."""
     command = [
         sys.executable,
         "-m",
@@ -65,18 +64,23 @@ def load_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "--set",
         "nodes.count=2",
         "--set",
-        f"duration={DURATION_S}s",
+        f"duration={duration_s}s",
         "--set",
         "evaluation.interval=5s",
-        "--users",
-        str(USERS),
-        "--quiet",
-        *(arg for task in TASKS for arg in ("--task", f"{task}=1")),
+        *options,
     ]
     done = subprocess.run(
         command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def load_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("load") / "run"
+    tasks = [arg for task in TASKS for arg in ("--task", f"{task}=1")]
+    run_load(out, DURATION_S, "--users", str(USERS), "--quiet", *tasks)
     return out
 
 
@@ -161,3 +165,65 @@ def test_the_report_has_a_load_section_that_agrees_with_the_nodes(load_run: Path
 
 def test_nothing_is_left_running(load_run: Path) -> None:
     assert _left_running(str(load_run)) == []
+
+
+STEP_SECONDS = 6
+STEP_USERS = (2, 4, 6)
+
+
+@pytest.fixture(scope="module")
+def step_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`dfl load --step` with three short stages on two nodes; the run may last 120 s, but the
+    end of the stages ends it."""
+    out = tmp_path_factory.mktemp("load-step") / "run"
+    done = run_load(
+        out,
+        120,
+        "--task",
+        "transaction=1",
+        "--users",
+        str(STEP_USERS[0]),
+        "--step",
+        "--step-users",
+        str(STEP_USERS[1] - STEP_USERS[0]),
+        "--step-seconds",
+        str(STEP_SECONDS),
+        "--step-settle",
+        "2",
+        "--max-users",
+        str(STEP_USERS[-1]),
+        "--p99-limit",
+        "60000",  # this test is about the stages, not where this machine's limit lies
+        "--failure-limit",
+        "1",
+    )
+    assert "stage 2: 6 users" in done.stdout  # each stage is shown as it ends
+    return out
+
+
+def test_the_step_mode_runs_its_stages_and_the_end_of_them_ends_the_run(step_run: Path) -> None:
+    stages = [json.loads(line) for line in (step_run / "load_steps.jsonl").read_text().splitlines()]
+    assert [stage["users"] for stage in stages] == list(STEP_USERS)
+    for stage in stages:
+        assert stage["requests"] > 0 and stage["over"] == ""
+        assert STEP_SECONDS - 2 - 1.5 < stage["seconds"] < STEP_SECONDS  # the settled part
+        assert stage["p50_ms"] <= stage["p95_ms"] <= stage["p99_ms"]
+    # The users run at the default 2 tasks/s each: more users, more requests per second.
+    assert stages[-1]["throughput"] > stages[0]["throughput"]
+    info = json.loads((step_run / "run.json").read_text())
+    assert info["duration_s"] < 60, "the run went on after its last stage"
+
+    report = (step_run / "report.md").read_text()
+    assert "### Capacity (step mode)" in report and "- knee: stage " in report
+    assert "CPU per received transaction" in report
+    assert (step_run / "plots" / "load_capacity.png").is_file()
+
+
+def test_the_live_totals_agree_with_locusts_final_statistics(step_run: Path) -> None:
+    live = json.loads((step_run / "load" / "live.json").read_text())
+    counted: Counter[str] = Counter()
+    for task, rpc, _, count in live["requests"]:
+        counted[f"{task}:{rpc}"] += count
+    stats = {row["Name"]: int(row["Request Count"]) for row in _rows(step_run / "load_stats.csv")}
+    assert counted["transaction:SubmitTransaction"] == stats["transaction:SubmitTransaction"] > 0
+    assert _left_running(str(step_run)) == []

@@ -254,3 +254,93 @@ def test_the_figures_come_from_a_real_nodes_exposition() -> None:
     assert not settled(found)
     metrics.ml_pending.set(0)
     assert settled(parse_figures(generate_latest(metrics.registry).decode()))
+
+
+def test_a_step_run_gets_its_capacity_curve_knee_and_cpu_bound(run_dir: Path) -> None:
+    load = json.loads((run_dir / "load.json").read_text())
+    load["machine_cores"] = 4
+    load["orchestrator_cpu_seconds"] = 4.0  # over the load's 20 s: 0.2 cores
+    load["user_rate"] = 2.0
+    load["step"] = {"judged": "transaction:SubmitTransaction"}
+    # Receiving transactions cost node0 2.0 s ml + 0.5 s blockchain for its 70 new models and
+    # node1 0.5 s ml for its 10: 3.0 s over 80 models, 37.5 ms each.
+    nodes = load["nodes"]
+    nodes["node0"]["after"].update({"receive_cpu:ml": 2.0, "receive_cpu:blockchain": 0.5})
+    nodes["node0"]["before"].update({"receive_cpu:ml": 0.0, "receive_cpu:blockchain": 0.0})
+    nodes["node1"]["after"]["receive_cpu:ml"] = 0.5
+    (run_dir / "load.json").write_text(json.dumps(load))
+    stages = [
+        (0, 4, 8.0, 0, 20.0, None),
+        (1, 8, 16.0, 0, 25.0, None),  # power 0.64: the knee
+        (2, 12, 20.0, 0, 60.0, None),
+        (3, 16, 22.0, 3, 90.0, "failures 9.0% > 5%"),
+    ]
+    lines = [
+        json.dumps(
+            {
+                "stage": number,
+                "users": users,
+                "seconds": 15.0,
+                "requests": int(served * 15) + failed,
+                "failures": failed,
+                "throughput": served + failed / 15,
+                "served": served,
+                "mean_ms": mean,
+                "p50_ms": mean,
+                "p95_ms": 2 * mean,
+                "p99_ms": 3 * mean,
+                "over": over or "",
+            }
+        )
+        for number, users, served, failed, mean, over in stages
+    ]
+    (run_dir / "load_steps.jsonl").write_text("\n".join(lines) + "\n")
+
+    text = render_report(run_dir).read_text()
+    capacity = summarize(load_run(run_dir)).load.capacity  # type: ignore[union-attr]
+    assert capacity is not None and capacity.knee is not None
+    assert capacity.knee.stage == 1 and capacity.knee_per_node == pytest.approx(8.0)
+    assert capacity.receive_ms_by_category == {
+        "blockchain": pytest.approx(6.25),
+        "ml": pytest.approx(31.25),
+    }
+    assert capacity.bound_one_core == pytest.approx(1000 / 37.5)
+    # 4 cores, less the nodes' other work ((30 - 2.5) + (10 - 0.5) CPU s over 20 s: 1.85 cores)
+    # the orchestrator's 0.2 and Locust's 0.8 cores, over 37.5 ms per model plus Locust's
+    # 16 s / 380 requests.
+    per_request = 0.0375 + 16 / 380
+    assert capacity.other_cores == pytest.approx(1.85)
+    assert capacity.orchestrator_cores == pytest.approx(0.2)
+    assert capacity.bound_machine == pytest.approx((4 - 1.85 - 0.2 - 0.8) / per_request / 2)
+    assert "### Capacity (step mode)" in text
+    assert "each user at 2 tasks/s" in text
+    assert "| **1** | **8** |" in text  # the knee's row
+    assert "| 3 | 16 |" in text and "failures 9.0% > 5%" in text
+    assert "**8.0 per node**" in text
+    assert "37.5 ms (blockchain 6.2, ml 31.2)" in text  # 6.25 and 31.25, rounded half to even
+    assert (run_dir / "plots" / "load_capacity.png").stat().st_size > 10_000
+
+
+def test_a_run_without_steps_has_no_capacity_section(run_dir: Path) -> None:
+    text = render_report(run_dir).read_text()
+    assert "### Capacity" not in text
+    assert not (run_dir / "plots" / "load_capacity.png").exists()
+
+
+def test_a_node_that_crashed_during_the_load_counts_from_its_restart(run_dir: Path) -> None:
+    crash = {"at": 15.0, "kind": "crash", "nodes": [1], "restart_after": 5.0}
+    lines = [
+        {"time_s": t, "phase": phase, "kind": "crash", "nodes": [1], "fault": crash}
+        for t, phase in ((15.0, "begin"), (20.0, "end"))
+    ]
+    (run_dir / "faults.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    load = summarize(load_run(run_dir)).load
+    assert load is not None
+    node0, node1 = load.nodes
+    assert not node0.restarted and node1.restarted
+    # node1's counters began again at its restart: after, not after - before.
+    assert node1.samples_delivered == 1380 and node1.process_cores == pytest.approx(12 / 20)
+    assert node0.samples_delivered == 1200  # a gain, as before
+    text = render_report(run_dir).read_text()  # malformed: Locust saw 38, the nodes counted 37
+    assert "the nodes counted 37 (node1 restarted during the load" in text
+    assert "(they differ)" not in text
