@@ -16,6 +16,16 @@ Every node has a fixed address on the run's network: Docker gives a stopped cont
 back to the pool, so a restarted container could come back at another one (two crashed nodes
 even swap addresses when they restart in the other order), while the orchestrator's gRPC
 channels are made once per run. The network's subnet is one Docker picked from its own pools.
+
+Health: the image's HEALTHCHECK runs in every container; the run gives it a start period as long
+as it waits for every node to answer (fifty containers importing torch on two cores take minutes,
+not the image's 60 s), tallies the states it sees and keeps what each failed check said, so that
+a report can tell a check that timed out on a starved host from a node that refused it.
+
+Before the nodes start, one throwaway container of the image imports the node's modules: the
+kernel charges a file's page cache to the cgroup that reads it first, so without that the first
+node to start would be billed tens of MiB of the image's libraries and bytecode, which every
+node shares, and its memory figure would say more about start order than about the node.
 """
 
 from __future__ import annotations
@@ -57,6 +67,10 @@ METRICS_PORT = 9100
 CONFIG_PATH = "/etc/dfl/node.yaml"
 DATA_PATH = "/data"
 STOP_GRACE = 15  # seconds between SIGTERM and SIGKILL
+# What a node imports before it listens: reading it once fills the page cache (module docstring).
+PRIME_COMMAND = ["python", "-c", "import node.service.server"]
+PRIME_TIMEOUT = 120  # seconds; an import takes a few on an idle host
+HEALTH_OUTPUT_CHARS = 200  # of a failed check's output, kept per distinct message
 # As dashboards/prometheus.yml, with this run's nodes and the orchestrator on the host, which
 # the containers reach at the bridge's gateway address.
 PROMETHEUS_CONFIG = """\
@@ -113,6 +127,10 @@ class DockerRun:
     control: ControlSigner = field(default_factory=ControlSigner.generate)  # the run's own key
     down: set[str] = field(default_factory=set)  # crashed or paused by the spec's faults
     health: dict[str, Counter[str]] = field(default_factory=dict)
+    # Failed checks by what they said (Docker keeps the last five; each is counted once).
+    health_failures: dict[str, Counter[str]] = field(default_factory=dict)
+    ready_timeout: float = 60.0  # how long the driver waits for every node to answer
+    _checks_seen: dict[str, set[str]] = field(default_factory=dict)
 
     # --- the spec's process faults (orchestrator/faults.py ProcessFaults) ----------------------
 
@@ -230,6 +248,8 @@ class DockerRun:
                     )
                 },
                 stop_signal="SIGTERM",
+                # The image's check, interval and timeout; only the start period is the run's.
+                healthcheck={"start_period": int(self.ready_timeout * 1e9)},
                 **limits,
             )
             config = yaml.safe_dump(self.node_config(node, peers[name]))
@@ -307,12 +327,39 @@ class DockerRun:
         config = PROMETHEUS_CONFIG.format(targets=targets, orchestrator=f"{gateway}:{port}")
         self.prometheus.put_archive("/", _tar_of("/etc/prometheus/prometheus.yml", config))
 
+    def prime_page_cache(self) -> None:
+        """Imports the node's modules once in a throwaway container (module docstring).
+
+        Only the memory figures depend on it, so a failure is logged and the run goes on.
+        """
+        container = None
+        try:
+            container = self.client.containers.create(
+                self.image,
+                PRIME_COMMAND,
+                name=f"{self.prefix}-prime",
+                labels={**self.labels, NODE_LABEL: "prime"},
+                network_disabled=True,
+                healthcheck={"test": ["NONE"]},
+            )
+            container.start()
+            status = container.wait(timeout=PRIME_TIMEOUT).get("StatusCode")
+            if status != 0:
+                log.warning("priming the page cache exited with %s: %s", status, container.logs())
+        except Exception as error:  # the engine's errors, or the wait's timeout
+            log.warning("could not prime the page cache (%s); memory figures may differ", error)
+        finally:
+            if container is not None:
+                _quietly(container.remove, force=True)
+
     def start(self) -> None:
         for node in self.nodes:
             node.container.start()
         for node in self.nodes:
             self._take_address(node)
             self.health[node.name] = Counter()
+            self.health_failures[node.name] = Counter()
+            self._checks_seen[node.name] = set()
         if self.prometheus is not None:
             self.prometheus.start()
             self.prometheus.reload()
@@ -329,14 +376,28 @@ class DockerRun:
         except Exception as error:  # the engine lost it: as good as dead
             return f"container gone ({error})"
         state = node.container.attrs["State"]
-        health = state.get("Health", {}).get("Status", "none")
-        self.health[node.name][health] += 1
+        health = state.get("Health") or {}
+        self.health.setdefault(node.name, Counter())[health.get("Status", "none")] += 1
+        self._tally_failed_checks(node.name, health.get("Log") or [])
         if state["Status"] != "running":
             return (
                 f"container {state['Status']} with exit code {state.get('ExitCode')}; see "
                 f"{node.data_dir / 'node.log'}"
             )
         return None
+
+    def _tally_failed_checks(self, name: str, checks: list[dict[str, Any]]) -> None:
+        """Counts each failed check of Docker's log once, by the first line of its output."""
+        seen = self._checks_seen.setdefault(name, set())
+        failures = self.health_failures.setdefault(name, Counter())
+        for check in checks:
+            key = str(check.get("Start"))
+            if key in seen:
+                continue
+            seen.add(key)
+            if check.get("ExitCode") != 0:
+                output = (check.get("Output") or "").strip().splitlines()
+                failures[(output[0] if output else "no output")[:HEALTH_OUTPUT_CHARS]] += 1
 
     def stop_and_collect(self) -> None:
         """SIGTERM every node (chains closed), then copy logs and data directories out.
@@ -489,12 +550,19 @@ def run_docker(
     out.mkdir(parents=True, exist_ok=True)
     (out / "spec.yaml").write_text(spec.to_yaml())
     run = DockerRun(
-        spec, out, image, client, keep=keep, control=control or ControlSigner.generate()
+        spec,
+        out,
+        image,
+        client,
+        keep=keep,
+        control=control or ControlSigner.generate(),
+        ready_timeout=60.0 + 6.0 * spec.nodes.count,
     )
 
     try:
         try:
             run.create()
+            run.prime_page_cache()
             run.start()
         except docker.errors.APIError as error:
             raise RunFailed(f"Docker refused: {error.explanation or error}") from None
@@ -507,7 +575,7 @@ def run_docker(
             out,
             progress=progress,
             exporter=run.exporter,
-            ready_timeout=60.0 + 6.0 * spec.nodes.count,
+            ready_timeout=run.ready_timeout,
             **options,
         )
     finally:
@@ -516,6 +584,9 @@ def run_docker(
             "run_id": run.run_id,
             "image": image,
             "health": {name: dict(counts) for name, counts in run.health.items()},
+            "health_failures": {
+                name: dict(counts) for name, counts in run.health_failures.items() if counts
+            },
             "resources": spec.resources.model_dump(),
         }
         if run.pow_difficulty is not None:
