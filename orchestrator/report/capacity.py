@@ -65,11 +65,12 @@ def capacity_figures(
         if not before or not after:
             continue
         gained = difference(after, before)
-        for category, seconds in receive_cpu(gained).items():
+        receiving = receive_cpu(gained)
+        for category, seconds in receiving.items():
             cpu[category] = cpu.get(category, 0.0) + seconds
         received += gained.get("transactions_received", 0.0)
-        other += gained.get("process_cpu_seconds", 0.0) - sum(receive_cpu(gained).values())
-    span = _span(settings)
+        other += gained.get("process_cpu_seconds", 0.0) - sum(receiving.values())
+    span = load_span(settings)
     per_category = {c: 1000 * s / received for c, s in sorted(cpu.items())} if received else {}
     receive_ms = sum(per_category.values()) if per_category else None
     locust_cpu = settings.get("locust_cpu_seconds")
@@ -99,8 +100,9 @@ def capacity_figures(
     )
 
 
-def _span(settings: Mapping[str, Any]) -> float | None:
+def load_span(settings: Mapping[str, Any]) -> float | None:
+    """Seconds the load ran (load.json's started_s to ended_s); None if not recorded."""
     started, ended = settings.get("started_s"), settings.get("ended_s")
-    if started is None or ended is None or ended <= started:
+    if started is None or ended is None or float(ended) <= float(started):
         return None
     return float(ended) - float(started)

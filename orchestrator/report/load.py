@@ -37,7 +37,7 @@ from typing import Any
 from orchestrator.load.scrape import difference, rejected
 from orchestrator.load.steps import STEPS_FILE, read_stages
 from orchestrator.load.tasks import expected_of, split_name
-from orchestrator.report.capacity import CapacityFigures, capacity_figures
+from orchestrator.report.capacity import CapacityFigures, capacity_figures, load_span
 from orchestrator.report.schema import (
     CPU_METRIC_PREFIX,
     LOAD_FAILURES_FILE,
@@ -217,8 +217,7 @@ def _node_figures(
     # restarted: its gains are what it counted since the restart, as Prometheus's rate() takes
     # a counter reset; what it counted between the first scrape and the crash is lost.
     gained = (dict(after) if restarted else difference(after, before)) if before and after else {}
-    started, ended = _float(settings.get("started_s")), _float(settings.get("ended_s"))
-    span = ended - started if started is not None and ended is not None else None
+    span = load_span(settings)
     rate = _float(entry.get("injection_rate"))
     # The driver injects until the run ends; the counters gained between the node's scrapes.
     first, last = _float(entry.get("before_s")), _float(entry.get("after_s"))
@@ -265,11 +264,8 @@ def _crashed(data: RunData, entry: Mapping[str, Any]) -> set[str]:
 
 def _per_second(value: object, settings: Mapping[str, Any]) -> float | None:
     """`value` (CPU seconds) over the load's span."""
-    seconds = _float(value)
-    started, ended = _float(settings.get("started_s")), _float(settings.get("ended_s"))
-    if seconds is None or started is None or ended is None or ended <= started:
-        return None
-    return seconds / (ended - started)
+    seconds, span = _float(value), load_span(settings)
+    return seconds / span if seconds is not None and span else None
 
 
 def _cores_by_category(metrics: Metrics, node: str) -> dict[str, float]:

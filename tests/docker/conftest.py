@@ -9,6 +9,7 @@ gets the last lines of every container's log first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -130,6 +131,30 @@ class Stack:
             )
 
 
+@contextlib.contextmanager
+def brought_up(stack: Stack, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """`stack` up (its images already built), and always down with its volumes afterwards; a
+    failed test gets every container's last log lines first."""
+    started = time.monotonic()
+    try:
+        up = stack.compose("up", "-d", "--no-build", timeout=600)
+        if up.returncode != 0:
+            stack.print_logs()
+            pytest.fail(f"compose up failed:\n{tail(up.stdout + up.stderr)}", pytrace=False)
+        print(
+            f"\n{stack.project}: up in {time.monotonic() - started:.0f} s, "
+            f"Prometheus at {stack.prometheus_url}"
+        )
+        yield stack
+    finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            stack.print_logs()
+        down = stack.down()
+        if down.returncode != 0:
+            print(f"compose down failed:\n{tail(down.stdout + down.stderr)}")
+
+
 @pytest.fixture
 def compose_stack(request, docker_images) -> Iterator[Stack]:
     """The offline compose stack, up and healthy; MNIST injected at DFL_E2E_INJECTION_RATE (32)."""
@@ -140,19 +165,5 @@ def compose_stack(request, docker_images) -> Iterator[Stack]:
         "PROMETHEUS_PORT": str(port),
         "DFL_INJECTION_RATE": os.environ.get("DFL_E2E_INJECTION_RATE", "32"),
     }
-    stack = Stack(project, f"http://127.0.0.1:{port}", env)
-    started = time.monotonic()
-    try:
-        up = stack.compose("up", "-d", "--no-build", timeout=600)
-        if up.returncode != 0:
-            stack.print_logs()
-            pytest.fail(f"compose up failed:\n{tail(up.stdout + up.stderr)}", pytrace=False)
-        print(f"\n{project}: up in {time.monotonic() - started:.0f} s, Prometheus on :{port}")
+    with brought_up(Stack(project, f"http://127.0.0.1:{port}", env), request) as stack:
         yield stack
-    finally:
-        report = getattr(request.node, "report_call", None)
-        if report is not None and report.failed:
-            stack.print_logs()
-        down = stack.down()
-        if down.returncode != 0:
-            print(f"compose down failed:\n{tail(down.stdout + down.stderr)}")

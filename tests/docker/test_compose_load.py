@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker.conftest import Stack, free_port, run, tail
+from tests.docker.conftest import Stack, brought_up, free_port, run, tail
 
 pytestmark = pytest.mark.docker
 
@@ -98,28 +98,15 @@ def load_stack(request, docker_images, tmp_path: Path) -> Iterator[tuple[LoadSta
         "DFL_LOAD_RUNS": str(runs),
     }
     stack = LoadStack(project, f"http://127.0.0.1:{port}", env)
-    try:
-        # docker_images built the testbed's images; the load image is built on them here.
-        build = stack.compose("build", "--quiet", "orchestrator", timeout=1800)
-        if build.returncode != 0:
-            pytest.fail(
-                f"building the load image failed:\n{tail(build.stdout + build.stderr)}",
-                pytrace=False,
-            )
-        started = time.monotonic()
-        up = stack.compose("up", "-d", "--no-build", timeout=600)
-        if up.returncode != 0:
-            stack.print_logs()
-            pytest.fail(f"compose up failed:\n{tail(up.stdout + up.stderr)}", pytrace=False)
-        print(f"\n{project}: up in {time.monotonic() - started:.0f} s, Prometheus on :{port}")
+    # docker_images built the testbed's images; the load image is built on them here.
+    build = stack.compose("build", "--quiet", "orchestrator", timeout=1800)
+    if build.returncode != 0:
+        pytest.fail(
+            f"building the load image failed:\n{tail(build.stdout + build.stderr)}",
+            pytrace=False,
+        )
+    with brought_up(stack, request):
         yield stack, runs
-    finally:
-        report = getattr(request.node, "report_call", None)
-        if report is not None and report.failed:
-            stack.print_logs()
-        down = stack.down()
-        if down.returncode != 0:
-            print(f"compose down failed:\n{tail(down.stdout + down.stderr)}")
 
 
 def test_compose_load_override_writes_the_load_run_to_the_host(
