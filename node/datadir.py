@@ -48,7 +48,10 @@ TASKS: tuple[str, ...] = (
     "train",
     "mine",
     "verify_block",
-    # anything else a node does: status RPCs, sample injection, housekeeping
+    # what the node does for the testbed rather than the protocol: the orchestrator's model
+    # fetches, status and metrics, sample injection, control calls, the idle event loop
+    "observe",
+    # anything else: peer changes, checkpoints
     "other",
 )
 CATEGORIES: tuple[str, ...] = ("ml", "blockchain", "network")

@@ -18,6 +18,7 @@ import signal
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -92,8 +93,12 @@ SUMMED_SAMPLES = {
     "dfl_forks_total": "forks",
     "dfl_send_failures_total": "send_failures",
 }
-# Samples copied as they are, when the node exports them (the cgroup ones only in a container).
+# Samples copied as they are, when the node exports them: its process's own memory and CPU
+# wherever it runs, its cgroup's only where the cgroup is the node's alone (a container).
 COPIED_SAMPLES = {
+    "dfl_process_memory_uss_bytes": "uss_bytes",
+    "dfl_process_memory_pss_bytes": "pss_bytes",
+    "dfl_process_cpu_seconds_total": "process_cpu_seconds",
     "dfl_cgroup_memory_bytes": "memory_bytes",
     "dfl_cgroup_cpu_seconds_total": "cgroup_cpu_seconds",
     "dfl_ml_pending": "ml_pending",
@@ -180,10 +185,25 @@ def signed(fleet: Fleet, node: NodeEndpoint, method: str) -> Callable[[], Metada
     return lambda: fleet.control.metadata(method, bytes.fromhex(node.address))
 
 
+@dataclass
+class TestedModel:
+    """A node's model version the orchestrator last fetched, and its test-set accuracy."""
+
+    version: bytes
+    accuracy: float
+
+
 async def sample(
-    fleet: Fleet, stubs: dict[str, node_pb2_grpc.NodeStub], evaluator: TestSetEvaluator
+    fleet: Fleet,
+    stubs: dict[str, node_pb2_grpc.NodeStub],
+    evaluator: TestSetEvaluator,
+    tested: dict[str, TestedModel] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Every running node's status, test-set accuracy and /metrics counters, now."""
+    """Every running node's status, test-set accuracy and /metrics counters, now.
+
+    With `tested` (kept by the caller between samples), a node whose model has not changed
+    since the last sample sends no weights and its accuracy is not measured again."""
+    tested = {} if tested is None else tested
     loop = asyncio.get_running_loop()
     rows: dict[str, dict[str, float]] = {}
     for node in fleet.nodes:
@@ -191,8 +211,11 @@ async def sample(
             continue
         try:
             status = await stubs[node.name].GetStatus(node_pb2.StatusRequest(), timeout=10.0)
+            known = tested.get(node.name)
             model = await stubs[node.name].GetModel(
-                node_pb2.ModelRequest(), timeout=30.0, metadata=signed(fleet, node, "GetModel")()
+                node_pb2.ModelRequest(known_version=known.version if known else b""),
+                timeout=30.0,
+                metadata=signed(fleet, node, "GetModel")(),
             )
             url = node.metrics_url
             scraped = await loop.run_in_executor(None, scrape_node_metrics, url) if url else {}
@@ -204,7 +227,11 @@ async def sample(
             )
             log.warning("could not sample %s: %s", node.name, reason)
             continue
-        accuracy = await loop.run_in_executor(None, evaluator.accuracy, model.weights)
+        if model.unchanged and known is not None:
+            accuracy = known.accuracy
+        else:
+            accuracy = await loop.run_in_executor(None, evaluator.accuracy, model.weights)
+            tested[node.name] = TestedModel(model.version, accuracy)
         rows[node.name] = {
             "accuracy_test": accuracy,
             "accuracy_local": status.local_accuracy,
@@ -272,6 +299,7 @@ async def drive(
         )
         beside = asyncio.ensure_future(alongside(fleet, injecting, exporter)) if alongside else None
         interval = spec.evaluation.interval_seconds
+        tested: dict[str, TestedModel] = {}
         while not stop.is_set():
             elapsed = loop.time() - start
             if duration is not None and elapsed >= duration:
@@ -282,7 +310,7 @@ async def drive(
             wait = interval if duration is None else min(interval, duration - elapsed)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=wait)
-            rows = await sample(fleet, stubs, evaluator)
+            rows = await sample(fleet, stubs, evaluator, tested)
             elapsed = loop.time() - start
             for name, values in rows.items():
                 if metrics is not None:

@@ -27,8 +27,8 @@ from node.host.genesis import initial_learner
 from node.host.samples import SampleLog, SampleSource
 from node.learning.aggregation import CheckedAggregator, ReceivedModel
 from node.learning.behaviours import Behaviour
-from node.learning.codec import decode_f32le, encode_f32le, layer_shapes
-from node.protocol.events import BufferedModel
+from node.learning.codec import encode_f32le, layer_shapes, view_f32le
+from node.protocol.events import BufferedModel, ModelBytes
 
 PEER_MODELS_KEPT = 8  # what a lazy node may copy from: the latest models it tested
 
@@ -84,8 +84,10 @@ class DflHost:
         outgoing = self.behaviour.outgoing(current, self._rng, peer_models=self.peer_models)
         return encode_f32le(outgoing)
 
-    def evaluate(self, model: bytes) -> float:
-        weights = decode_f32le(model, self.shapes)
+    def evaluate(self, model: ModelBytes) -> float:
+        """The engine checked the weights (node/ledger/validation.py) before asking: read them
+        in place."""
+        weights = view_f32le(model, self.shapes)
         self._peer_models.append(weights)
         return self._test(weights)
 
@@ -93,7 +95,7 @@ class DflHost:
         """Merges the models into ours; returns a copy of the reputations after the merge (the
         worker thread's own: the node reads it on its event loop while the next merge runs)."""
         received = [
-            ReceivedModel(decode_f32le(m.model, self.shapes), m.accuracy, m.generator.hex())
+            ReceivedModel(view_f32le(m.model, self.shapes), m.accuracy, m.generator.hex())
             for m in models
         ]
         current = self.learner.weights()

@@ -165,6 +165,16 @@ BLADE_TASK_OF_EVENT: dict[type, str] = {
 }
 
 
+# Handling these is the engine's learning state (counting samples toward the next training),
+# not ledger work: charged to "ml". Every other event's handling is "blockchain".
+LEARNING_EVENTS: frozenset[type] = frozenset({SamplesCollected})
+
+
+def engine_category(event: object) -> str:
+    """The profiler category of an engine's handling of `event`, in every runtime."""
+    return "ml" if type(event) in LEARNING_EVENTS else "blockchain"
+
+
 class DflDispatcher:
     """DFL's actions for one node: `dispatcher(action)` for each action the engine returns."""
 

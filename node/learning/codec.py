@@ -110,6 +110,14 @@ def encode_f32le(weights: _HasStateDict | np.ndarray) -> bytes:
 
 def decode_f32le(data: bytes | bytearray | memoryview, shapes: LayerShapes) -> np.ndarray:
     """Bytes from a peer to a flat float32 vector, or RecordRejected saying why not."""
+    flat = view_f32le(data, shapes).astype(np.float32)  # copy: writable, native order
+    _reject_non_finite(flat, shapes)
+    return flat
+
+
+def view_f32le(data: bytes | bytearray | memoryview, shapes: LayerShapes) -> np.ndarray:
+    """Weights the ledger has already checked (size, digest, finiteness) as a read-only view:
+    no copy of 1.7 MB and no second scan. Only the size is checked again, since it is free."""
     expected = 4 * weight_count(shapes)
     size = len(data)
     if size % 4:
@@ -125,9 +133,7 @@ def decode_f32le(data: bytes | bytearray | memoryview, shapes: LayerShapes) -> n
             RejectReason.MODEL_SHAPE_MISMATCH,
             f"{size // 4} weights, the genesis layers hold {expected // 4}",
         )
-    flat = np.frombuffer(data, dtype=F32LE).astype(np.float32)  # copy: writable, native order
-    _reject_non_finite(flat, shapes)
-    return flat
+    return np.frombuffer(data, dtype=F32LE)
 
 
 # --- safetensors -----------------------------------------------------------------------------

@@ -64,7 +64,9 @@ class FlatModel:
     def set(self, flat: np.ndarray) -> None:
         if flat.shape != (self.size,):
             raise ValueError(f"expected {self.size} weights, got shape {flat.shape}")
-        self.weights.copy_(torch.from_numpy(np.ascontiguousarray(flat, dtype=np.float32)))
+        # Through numpy: `flat` may be a read-only view of a received payload, which torch
+        # cannot wrap without a warning (and a copy of its own).
+        np.copyto(self.weights.numpy(), flat, casting="same_kind")
 
     def collect_grads(self) -> torch.Tensor:
         """The flat gradient; autograd accumulates in place into the views, this guards that."""

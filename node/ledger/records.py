@@ -76,11 +76,14 @@ def make_transaction(
     ttl: int,
     lifetime_ms: int,
     round: int = 0,
+    attach_weights: bool = True,
 ) -> pb.Transaction:
     """A signed transaction carrying `weights` (raw float32 in genesis order).
 
     BLADE-FL's pool models are transactions too, with `round` set and ttl 0 (they are never
     forwarded), so both protocols share one signed, weight-free-in-blocks model record.
+    With `attach_weights` False the record names the weights but does not hold them: the sender
+    joins them on the wire (node/ledger/wire.py) without copying them into protobuf first.
     """
     body = pb.TransactionBody(
         round=round,
@@ -94,7 +97,10 @@ def make_transaction(
         ),
     )
     digest = digest_message(body)
-    return pb.Transaction(body=body, digest=digest, signature=key.sign(digest), model=weights)
+    transaction = pb.Transaction(body=body, digest=digest, signature=key.sign(digest))
+    if attach_weights:
+        transaction.model = weights
+    return transaction
 
 
 def received_at_ttl(transaction: pb.Transaction) -> int:

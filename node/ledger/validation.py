@@ -22,6 +22,7 @@ from node.ledger.hashing import DIGEST_SIZE, address_of, digest_message, model_d
 from node.ledger.keys import verify_signature
 from node.ledger.pow import difficulty_of, header_hash, meets_target, models_digest, target_for
 from node.ledger.records import MODEL_ENCODING, confirmed_fraction, parameter_count
+from node.ledger.wire import split_model
 from proto.dfl.v1 import records_pb2 as pb
 
 M = TypeVar("M", bound=Message)
@@ -93,6 +94,22 @@ def decode(message_type: type[M], data: bytes, max_bytes: int = DEFAULT_MAX_MESS
     return message
 
 
+def decode_transaction(
+    data: bytes, model_size: int, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> tuple[pb.Transaction, memoryview]:
+    """A received transaction without its weights, and the weights (a view of `data` when they
+    are `model_size` bytes at its end: node/ledger/wire.py says why); the same refusals as
+    `decode`."""
+    if len(data) > max_bytes:
+        raise _reject(
+            RejectReason.MESSAGE_TOO_LARGE, f"Transaction of {len(data)} bytes exceeds {max_bytes}"
+        )
+    try:
+        return split_model(data, model_size)
+    except (DecodeError, RuntimeError, ValueError) as error:
+        raise _reject(RejectReason.MALFORMED, f"Transaction does not parse: {error}") from None
+
+
 def check_signed(
     record: Message, signer: pb.NodeInfo, what: str, trusted: Collection[bytes] = ()
 ) -> None:
@@ -115,30 +132,60 @@ def check_signed(
         raise _reject(RejectReason.BAD_SIGNATURE, f"{what} signature does not verify")
 
 
-def check_model_bytes(weights: bytes, policy: ValidationPolicy) -> None:
+def check_model_bytes(weights: bytes | memoryview, policy: ValidationPolicy) -> None:
     """The weights are the genesis model's size and every value is finite."""
     if len(weights) != policy.model_bytes:
         raise _reject(
             RejectReason.MODEL_SHAPE_MISMATCH,
             f"model has {len(weights)} bytes, the genesis model needs {policy.model_bytes}",
         )
-    if not np.isfinite(np.frombuffer(weights, dtype="<f4")).all():
+    check_finite_weights(weights)
+
+
+def check_finite_weights(weights: bytes | memoryview) -> None:
+    """Every float32 is finite. The one scan a received model gets: whoever decodes the weights
+    after this (the ML host) takes them as checked.
+
+    The largest and the smallest value are both finite exactly when all values are (a NaN
+    anywhere makes both NaN). numpy's min and max reductions are SIMD loops without the
+    temporary array `np.isfinite` needs: together 0.08 ms for LeNet here, against 0.10 ms for
+    `np.isfinite(...).all()` and 0.16-0.19 ms for a sum (pairwise, not vectorised as widely).
+    """
+    if not weights_are_finite(weights):
         raise _reject(RejectReason.NON_FINITE_WEIGHTS, "model holds NaN or infinite weights")
 
 
+def weights_are_finite(weights: bytes | memoryview) -> bool:
+    """`check_finite_weights` as a test; ValueError if the bytes are not whole float32s."""
+    values = np.frombuffer(weights, dtype="<f4")
+    return not values.size or (math.isfinite(values.max()) and math.isfinite(values.min()))
+
+
 def _check_model_record(
-    tx: pb.Transaction, policy: ValidationPolicy, weights: Weights, trusted: Collection[bytes]
+    tx: pb.Transaction,
+    policy: ValidationPolicy,
+    weights: Weights,
+    trusted: Collection[bytes],
+    model: bytes | memoryview | None = None,
 ) -> None:
-    """What DFL transactions and BLADE-FL pool models share: signer, genesis, model ref, weights."""
+    """What DFL transactions and BLADE-FL pool models share: signer, genesis, model ref, weights.
+
+    `model` is the weights when they were cut out of the record (`decode_transaction`); None
+    reads the record's own."""
     body = tx.body
     if not tx.HasField("body") or not body.HasField("generator") or not body.HasField("model"):
         raise _reject(RejectReason.MALFORMED, "transaction lacks body, generator or model ref")
     check_signed(tx, body.generator, "transaction", trusted)
     with _signed_by(body.generator.address):
-        _check_signed_model(tx, policy, weights)
+        _check_signed_model(tx, policy, weights, model)
 
 
-def _check_signed_model(tx: pb.Transaction, policy: ValidationPolicy, weights: Weights) -> None:
+def _check_signed_model(
+    tx: pb.Transaction,
+    policy: ValidationPolicy,
+    weights: Weights,
+    model: bytes | memoryview | None,
+) -> None:
     body = tx.body
     if body.genesis_digest != policy.genesis_digest:
         raise _reject(RejectReason.GENESIS_MISMATCH, "transaction is for another genesis")
@@ -149,7 +196,8 @@ def _check_signed_model(tx: pb.Transaction, policy: ValidationPolicy, weights: W
             f"model ref says {ref.size_bytes} bytes of {ref.encoding!r}, "
             f"the genesis model is {policy.model_bytes} bytes of {MODEL_ENCODING!r}",
         )
-    model = tx.model  # read once: every read of a bytes field copies it (1.7 MB for LeNet)
+    if model is None:
+        model = tx.model  # read once: every read of a bytes field copies it (1.7 MB for LeNet)
     if weights == "absent" and model:
         raise _reject(RejectReason.MALFORMED, "a block stores transactions without weights")
     if weights == "required" or model:
@@ -165,13 +213,15 @@ def validate_transaction(
     now_ms: int | None,
     weights: Weights = "required",
     trusted: Collection[bytes] = (),
+    model: bytes | memoryview | None = None,
 ) -> None:
     """A transaction as received (receipts in path order) or as stored in a block.
 
     `now_ms` None skips the time window: a stored block's transactions expired long ago.
     `trusted` digests (of the transaction or its receipts) skip their signature check.
+    `model`: the weights `decode_transaction` cut out of the record, if it did.
     """
-    _check_model_record(tx, policy, weights, trusted)
+    _check_model_record(tx, policy, weights, trusted, model)
     with _signed_by(tx.body.generator.address):
         _check_transaction_times(tx, policy, now_ms)
     validate_receipts(tx, path_ordered=weights != "absent", trusted=trusted)

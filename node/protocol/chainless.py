@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from node.ledger.validation import weights_are_finite
 from node.protocol.dfl import DflConfig, buffer_model, collect_samples
 from node.protocol.events import (
     BufferedModel,
@@ -72,6 +73,10 @@ class ChainlessDflEngine:
                 ]
             case TransactionReceived(payload, sender):
                 framed = unframe_model(payload)
+                # The one finiteness scan (the host reads the weights as checked), as a
+                # chain's ledger does for a transaction; ValueError is this engine's refusal.
+                if not weights_are_finite(framed.model):
+                    raise ValueError("the model holds NaN or infinite weights")
                 state.models_received += 1
                 # No digest without a record: the key only has to tell evaluations apart.
                 key = f"{sender}/{state.models_received}".encode()

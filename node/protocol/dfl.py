@@ -50,10 +50,12 @@ from node.ledger.validation import (
     ValidationPolicy,
     check_model_bytes,
     decode,
+    decode_transaction,
     validate_confirmation,
     validate_draft_block,
     validate_transaction,
 )
+from node.ledger.wire import join_model
 from node.protocol.events import (
     Aggregate,
     BufferedModel,
@@ -66,6 +68,7 @@ from node.protocol.events import (
     EvaluationFailed,
     GeneratorsRefused,
     MessageKind,
+    ModelBytes,
     PeersChanged,
     PersistBlock,
     PersistDraft,
@@ -189,7 +192,7 @@ class DflState:
     samples_pending: int = 0
     trainings_in_flight: int = 0
     # digest -> (the transaction without its weights, who sent it, the weights)
-    evaluations: dict[bytes, tuple[pb.Transaction, str, bytes]] = field(default_factory=dict)
+    evaluations: dict[bytes, tuple[pb.Transaction, str, ModelBytes]] = field(default_factory=dict)
     own: OrderedDict[bytes, OwnTransaction] = field(default_factory=OrderedDict)
     buffer: list[BufferedModel] = field(default_factory=list)
     draft: DraftInProgress | None = None
@@ -252,8 +255,14 @@ class DflEngine:
         return self.key.address
 
     def snapshot(self) -> DflState:
-        """A deep copy of the state, comparable with ==, for audits and tests."""
-        return copy.deepcopy(self.state)
+        """A deep copy of the state, comparable with ==, for audits and tests.
+
+        Received weights are views of immutable payloads (ModelBytes): the copy shares them,
+        as it would share bytes (a memoryview cannot be copied, and need not be)."""
+        state = self.state
+        views = [w for _, _, w in state.evaluations.values()] + [m.model for m in state.buffer]
+        shared: dict[int, object] = {id(v): v for v in views if isinstance(v, memoryview)}
+        return copy.deepcopy(state, shared)
 
     def handle(self, event: DflEvent, now: float) -> list[DflAction]:
         match event:
@@ -303,19 +312,22 @@ class DflEngine:
             now_ms=to_ms(now),
             ttl=self.config.ttl,
             lifetime_ms=to_ms(self.config.transaction_lifetime),
+            attach_weights=False,  # joined on the wire below: one copy of the weights, not two
         )
         expected = len(state.peers) if self.config.ttl == 1 else None
-        state.own[tx.digest] = OwnTransaction(records.without_model(tx), now, expected)
+        state.own[tx.digest] = OwnTransaction(tx, now, expected)
         state.counters["transactions_generated"] += 1
         if not state.peers:
             return []
         state.counters["transactions_sent"] += len(state.peers)
-        return [Send(state.peers, MessageKind.TRANSACTION, tx.SerializeToString())]
+        return [Send(state.peers, MessageKind.TRANSACTION, join_model(tx, model))]
 
     # --- receiving transactions ----------------------------------------------------------------
 
     def _on_transaction(self, payload: bytes, sender: str, now: float) -> list[DflAction]:
-        tx = decode(pb.Transaction, payload, self.policy.max_message_bytes)
+        tx, model = decode_transaction(
+            payload, self.policy.model_bytes, self.policy.max_message_bytes
+        )
         state = self.state
         if tx.body.generator.address in state.refused:
             raise RecordRejected(RejectReason.REFUSED_GENERATOR, "its generator is banned here")
@@ -329,13 +341,12 @@ class DflEngine:
         elif seen is not None:
             trusted = {tx.digest, *seen.receipts}
         validate_transaction(
-            tx, self.policy, now_ms=to_ms(now), weights="optional", trusted=trusted
+            tx, self.policy, now_ms=to_ms(now), weights="optional", trusted=trusted, model=model
         )
         if ours:
             return self._collect_receipts(tx, now)
         if seen is not None:
             return self._relay_receipts(tx, seen, sender)
-        model = tx.model
         if not model:
             raise RecordRejected(
                 RejectReason.MODEL_SHAPE_MISMATCH, "the first copy of a transaction lacks weights"
@@ -347,10 +358,11 @@ class DflEngine:
             SeenTransaction(sender, {r.digest for r in tx.receipts}),
             expires_at=tx.body.expire_time_ms / 1000,
         )
-        # The weights once, as bytes: a decoded message would hold a second copy while queued.
-        state.evaluations[tx.digest] = (records.without_model(tx), sender, model)
+        # The weights stay a view of the payload, checked once above: no copy while queued.
+        state.evaluations[tx.digest] = (tx, sender, model)
         state.counters["transactions_received"] += 1
-        return [Evaluate(tx.digest, tx.body.generator.address, model)]
+        created = tx.body.create_time_ms / 1000
+        return [Evaluate(tx.digest, tx.body.generator.address, model, created)]
 
     def _collect_receipts(self, tx: pb.Transaction, now: float) -> list[DflAction]:
         own = self.state.own.get(tx.digest)
@@ -380,7 +392,7 @@ class DflEngine:
         if seen.upstream is None or seen.upstream == sender:
             return []
         self.state.counters["transactions_relayed"] += 1
-        receipts_only = records.without_model(tx).SerializeToString()
+        receipts_only = tx.SerializeToString()  # decode_transaction took the weights out
         return [Send((seen.upstream,), MessageKind.TRANSACTION, receipts_only)]
 
     def _on_evaluation(self, digest: bytes, accuracy: float, now: float) -> list[DflAction]:
@@ -402,8 +414,7 @@ class DflEngine:
         actions: list[DflAction] = [Send((upstream,), MessageKind.TRANSACTION, receipts_only)]
         onward = tuple(peer for peer in state.peers if peer != upstream)
         if receipt.body.received_at_ttl > 0 and onward:
-            tx.model = weights
-            actions.append(Send(onward, MessageKind.TRANSACTION, tx.SerializeToString()))
+            actions.append(Send(onward, MessageKind.TRANSACTION, join_model(tx, weights)))
             state.counters["transactions_forwarded"] += len(onward)
         model = BufferedModel(digest, tx.body.generator.address, accuracy, weights)
         return actions + buffer_model(state, self.config, model)

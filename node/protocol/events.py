@@ -18,6 +18,10 @@ from dataclasses import dataclass
 
 from proto.dfl.v1 import records_pb2 as pb
 
+# Weights as raw float32 bytes. A received model is a view into the payload it came in
+# (node/ledger/wire.py), already checked by the ledger, so that no one copies 1.7 MB to read it.
+ModelBytes = bytes | memoryview
+
 
 def to_ms(now: float) -> int:
     """Engines keep time in seconds; records carry integer milliseconds."""
@@ -140,7 +144,8 @@ class Evaluate:
 
     transaction_digest: bytes
     generator: bytes
-    model: bytes
+    model: ModelBytes
+    created_at: float | None = None  # the generator's signed create time: the gossip latency
 
 
 @dataclass(frozen=True)
@@ -148,7 +153,7 @@ class BufferedModel:
     transaction_digest: bytes
     generator: bytes
     accuracy: float
-    model: bytes
+    model: ModelBytes
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ gRPC's deserializer.
 
 CPU goes to the profiler by (task, category): engine calls are `blockchain`, ML calls are `ml`,
 and what the loop thread spends otherwise (gRPC's Python side, sending and receiving) is
-`network`, measured as the loop thread's CPU that no other scope claimed.
+`network` of the task the coroutine serves (node/service/loopcpu.py): a model sent to the peers
+is generate_transaction's, a receipt sent back receive_transaction's, the orchestrator's calls
+and the idle loop are `observe`. gRPC's C threads are charged by bytes (Profiler.apportioned).
 
 A protocol's node (server.py for DFL, blade_server.py for BLADE-FL) supplies the engine, the ML
 host and its dispatcher (node/host/: the same ones the simulator runs), the events its RPCs turn
@@ -22,9 +24,9 @@ import asyncio
 import json
 import logging
 import os
-import re
 import signal
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,15 +36,15 @@ import grpc
 import numpy as np
 
 from node import seeds
-from node.datadir import PROFILE_FILE, STORE_FILE
+from node.datadir import PROFILE_FILE
 from node.host.checkpoint import Checkpoint, CheckpointError, SavedModel
-from node.host.dispatch import BladeDispatcher, DflDispatcher
+from node.host.dispatch import BladeDispatcher, DflDispatcher, engine_category
 from node.host.genesis import experiment_genesis
 from node.learning.training import Learner
 from node.ledger.errors import RecordRejected, RejectReason
 from node.ledger.keys import KeyFileError, NodeKey
-from node.ledger.store import ChainStore
 from node.protocol.events import (
+    Evaluate,
     GeneratorsRefused,
     MessageKind,
     PeersChanged,
@@ -50,16 +52,25 @@ from node.protocol.events import (
     Tick,
     TransactionReceived,
 )
+from node.service import loopcpu
 from node.service.admission import GENERATOR_PREFIX, Admission, generator_peer
+from node.service.chaindir import DataDirectoryError, open_chain
 from node.service.config import NodeConfig
 from node.service.control import ControlVerifier
 from node.service.crashpoint import hold_inside_append
 from node.service.metrics import NodeMetrics
+from node.service.modelversion import ModelVersion
 from node.service.netfault import IncomingFaults, NetworkFault, NetworkFaults, OutgoingFaults
-from node.service.peers import SENDER_METADATA, SERVICE, PeerClient, server_options
+from node.service.peers import (
+    SENDER_METADATA,
+    SERVICE,
+    PeerClient,
+    check_peer_address,
+    server_options,
+)
 from node.service.profiler import Profiler
 from node.service.rpc import Gate, Method, Refused
-from proto.dfl.v1 import node_pb2, records_pb2
+from proto.dfl.v1 import node_pb2
 
 log = logging.getLogger(__name__)
 
@@ -67,28 +78,6 @@ IMAGE_PIXELS = 28 * 28
 ACK = node_pb2.Ack().SerializeToString()
 PROFILE_EVERY_TICKS = 20
 MAX_PEERS = 256
-PEER_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
-
-
-class DataDirectoryError(Exception):
-    """The data directory belongs to another experiment or another node."""
-
-
-def open_chain(config: NodeConfig, key: NodeKey, genesis: records_pb2.Genesis) -> ChainStore:
-    """The node's chain, verified; a restart continues it, another experiment's is refused."""
-    if not (config.data_dir / STORE_FILE).exists():
-        return ChainStore.create(config.data_dir, genesis, key.address)
-    store = ChainStore.open(config.data_dir)
-    if store.genesis.digest != genesis.digest:
-        store.close()
-        raise DataDirectoryError(
-            f"{config.data_dir} holds a chain of another experiment (genesis differs); "
-            "use a fresh --data-dir"
-        )
-    if store.owner != key.address:
-        store.close()
-        raise DataDirectoryError(f"{config.data_dir}: the chain belongs to another key")
-    return store
 
 
 class NodeBase:
@@ -97,7 +86,6 @@ class NodeBase:
     `await node.start()`, then `await node.stop()`.
     """
 
-    off_loop_tasks: frozenset[str] = frozenset()  # non-ML tasks measured on their own thread
     dispatch: DflDispatcher | BladeDispatcher
 
     def __init__(self, config: NodeConfig) -> None:
@@ -128,10 +116,12 @@ class NodeBase:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_cpu_mark = 0.0
         self._claimed_mark = 0.0
+        self._loop_thread = 0
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
         self.samples_injected = 0
+        self.model_version = ModelVersion()
 
     def _open(self, learner: Learner, extra: Mapping[str, object] | None = None) -> None:
         """Called by the subclass once its host holds the initial model (`learner`): the
@@ -186,6 +176,8 @@ class NodeBase:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        # Bound before the server starts, so that its RPC tasks inherit it.
+        loopcpu.bind(self.profiler, "observe")
         self._peers = {peer: self._client(peer) for peer in self.config.peers}
         server = grpc.aio.server(
             options=server_options(self.max_record_bytes),
@@ -198,12 +190,16 @@ class NodeBase:
             raise OSError(f"cannot listen on {self.config.listen}:{self.config.port}")
         await server.start()
         self._server = server
+        # Before the metrics server: a scrape must never see the start-up totals reset.
+        self.profiler.mark_ready()
         if self.config.metrics_port:
             self._metrics_server = self.metrics.serve(
                 self.config.metrics_port, host=self.config.listen
             )
             self.metrics_port = self.config.metrics_port
+        self._loop_thread = threading.get_ident()
         self._loop_cpu_mark = time.thread_time()
+        self._claimed_mark = self.profiler.thread_seconds()
         self._spawn(self._tick_forever())
         log.info(
             "node %s (%s) listening on %s:%s, chain height %d, peers %s",
@@ -217,6 +213,7 @@ class NodeBase:
 
     async def stop(self, grace: float = 1.0) -> None:
         self._stopping = True  # ML finishing from now on must not reach a closing store
+        self.profiler.sample_native_threads()  # before gRPC's threads end with the server
         for task in list(self._background):
             task.cancel()
         if self._server is not None:
@@ -258,8 +255,8 @@ class NodeBase:
             interceptors=[OutgoingFaults(self.network_faults, peer)],
         )
 
-    def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
+    def _spawn(self, coroutine: Any, charged_to: str = "observe") -> None:
+        task = loopcpu.spawn(coroutine, charged_to)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -273,6 +270,7 @@ class NodeBase:
             self._sync_bans(now)
             self.metrics.ml_pending.set(self._ml_pending)
             self._claim_loop_residual()
+            self.profiler.sample_native_threads()
             self.metrics.sync_engine_counters(self.engine.state.counters)
             ticks += 1
             if ticks % PROFILE_EVERY_TICKS == 0:
@@ -286,18 +284,15 @@ class NodeBase:
         os.replace(part, path)
 
     def _claim_loop_residual(self) -> None:
-        """Loop-thread CPU that no scope claimed is gRPC's Python side: network, task `other`."""
+        """Loop-thread CPU outside every callback (asyncio's own polling and bookkeeping) is the
+        idle loop: `observe`. Called on the loop thread."""
         loop_cpu = time.thread_time()
-        claimed = sum(
-            seconds
-            for (task, category), seconds in self.profiler.totals().items()
-            if category != "ml" and task not in self.off_loop_tasks
-        )
+        claimed = self.profiler.thread_seconds(self._loop_thread)
         residual = (loop_cpu - self._loop_cpu_mark) - (claimed - self._claimed_mark)
         if residual > 0:
-            self.profiler.add("other", "network", residual)
+            self.profiler.add("observe", "network", residual)
         self._loop_cpu_mark = loop_cpu
-        self._claimed_mark = claimed + max(residual, 0.0)
+        self._claimed_mark = claimed
 
     # --- the engine ----------------------------------------------------------------------------
 
@@ -305,13 +300,15 @@ class NodeBase:
         """Feeds the engine; raises RecordRejected (after counting it) for a bad record."""
         task = self.dispatch.task_of_event[type(event)]
         try:
-            with self.profiler.measure(task, "blockchain"):
+            with self.profiler.measure(task, engine_category(event)):
                 actions = self.engine.handle(event, time.time())
         except RecordRejected as rejected:
             self.metrics.rejected(rejected.reason.label)
             raise
         for action in actions:
             self._task = task
+            if isinstance(action, Evaluate) and action.created_at is not None:
+                self.metrics.transaction_received(action.created_at, time.time())
             self.dispatch(action)
 
     def _handle_quietly(self, event: Any) -> None:
@@ -337,15 +334,22 @@ class NodeBase:
             with self.profiler.measure(task, "ml"):
                 return work()
 
+        self.model_version.ml_job(task)  # before it runs: a fetch racing it sees a new version
+
         future = self._ml.submit(measured)
         self._ml_pending += 1
+        # Hearing the outcome back (the engine, what it sends next) is the same task's work;
+        # a callback from the ML thread would otherwise run in that thread's empty context.
+        context = loopcpu.context_for(task)
         future.add_done_callback(
-            lambda finished: self._loop.call_soon_threadsafe(self._ml_done, finished, done, failed)
+            lambda finished: self._loop.call_soon_threadsafe(
+                self._ml_done, finished, done, failed, context=context
+            )
         )
 
     def send(self, to: tuple[str, ...], kind: MessageKind, payload: bytes) -> None:
         for peer in to:
-            self._spawn(self._send(peer, kind, payload))
+            self._spawn(self._send(peer, kind, payload), self._task)
 
     def collect(self, images: np.ndarray, labels: np.ndarray) -> None:
         """Injected samples reach the host."""
@@ -370,6 +374,7 @@ class NodeBase:
             return
         if await client.send(kind, payload):
             self.metrics.bytes_sent(kind.value, len(payload))
+            loopcpu.moved(len(payload))
 
     # --- RPCs ----------------------------------------------------------------------------------
 
@@ -417,6 +422,8 @@ class NodeBase:
 
     async def _submit(self, event: Any, context: grpc.aio.ServicerContext) -> bytes:
         """Hands a record to the engine; a rejection scores whoever is to blame for it."""
+        loopcpu.charge_to(self.dispatch.task_of_event[type(event)])
+        loopcpu.moved(len(event.payload))
         try:
             self._handle(event)
             return ACK
@@ -456,6 +463,7 @@ class NodeBase:
     async def _submit_transaction(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
         """A model to evaluate, unless the node's ML queue or the caller's budget is spent: then
         refused before anything is verified, so a flood costs the node no more than this."""
+        loopcpu.charge_to(self.dispatch.task_of_event[TransactionReceived])
         peer, now = context.peer(), time.time()
         if self._ml_pending >= self.limits.max_pending_ml:
             raise Refused(RejectReason.QUEUE_FULL, f"{self._ml_pending} ML jobs are queued")
@@ -468,8 +476,6 @@ class NodeBase:
         ack = await self._submit(TransactionReceived(request, self._sender(context)), context)
         if self._ml_pending > pending:  # another node's model, seen first: one gossip hop
             self.admission.evaluated(peer, now, self._ml_pending - pending)
-            created = records_pb2.Transaction.FromString(request).body.create_time_ms / 1000
-            self.metrics.transaction_received(created, time.time())
         return ack
 
     async def _inject(
@@ -516,8 +522,22 @@ class NodeBase:
     async def _model(
         self, request: node_pb2.ModelRequest, context: grpc.aio.ServicerContext
     ) -> node_pb2.ModelWeights:
-        weights = await asyncio.wrap_future(self._ml.submit(self.host.weights))
-        return node_pb2.ModelWeights(genesis_digest=self.genesis.digest, weights=weights)
+        """The model, unless the caller holds this version already: the orchestrator samples
+        every node every few seconds, and 1.7 MB each time was most of an idle node's CPU."""
+        version = self.model_version.current
+        if request.known_version == version:
+            return node_pb2.ModelWeights(
+                genesis_digest=self.genesis.digest, version=version, unchanged=True
+            )
+        weights = await asyncio.wrap_future(self._ml.submit(self._observed_weights))
+        return node_pb2.ModelWeights(
+            genesis_digest=self.genesis.digest, weights=weights, version=version
+        )
+
+    def _observed_weights(self) -> bytes:
+        """On the ML thread: the model for the orchestrator, which is the testbed's cost."""
+        with self.profiler.measure("observe", "ml"):
+            return self.host.weights()
 
     async def _stream_chain(
         self, request: node_pb2.ChainRequest, context: grpc.aio.ServicerContext
@@ -586,12 +606,3 @@ class NodeBase:
         self, request: node_pb2.PeerRequest, context: grpc.aio.ServicerContext
     ) -> node_pb2.PeerList:
         return node_pb2.PeerList(peers=list(self.engine.state.peers))
-
-
-def check_peer_address(peer: str) -> None:
-    """host:port with a plausible host and a port number; Refused naming what is wrong."""
-    host, colon, port = peer.rpartition(":")
-    if not colon or not PEER_HOST.fullmatch(host) or not (port.isascii() and port.isdigit()):
-        raise Refused(RejectReason.BAD_PEER_ADDRESS, f"{peer!r} is not host:port")
-    if not 1 <= int(port) <= 65535:
-        raise Refused(RejectReason.BAD_PEER_ADDRESS, f"port {port} is not in 1-65535")

@@ -47,6 +47,7 @@ from node.protocol.events import (
     PowBlockReceived,
     VoteReceived,
 )
+from node.service import loopcpu
 from node.service.base import NodeBase
 from node.service.config import NodeConfig
 from node.service.rpc import Method
@@ -59,8 +60,6 @@ MINING_CHUNK = 25_000
 
 class BladeNode(NodeBase, HostObserver):
     """Everything one BLADE-FL client process runs."""
-
-    off_loop_tasks = frozenset({"mine"})
 
     def __init__(self, config: NodeConfig) -> None:
         super().__init__(config)
@@ -125,7 +124,7 @@ class BladeNode(NodeBase, HostObserver):
         self.metrics.set_chain_height(height)
 
     def fetch_chain(self, peer: str) -> None:
-        self._spawn(self._fetch(peer))
+        self._spawn(self._fetch(peer), "verify_block")  # catching up is checking blocks
 
     def mine(self, height: int, prefix: bytes, target: bytes) -> None:
         self._mining, self._mining_since = height, time.monotonic()
@@ -144,9 +143,10 @@ class BladeNode(NodeBase, HostObserver):
                 return mine(prefix, target, start, MINING_CHUNK)
 
         future = self._miner.submit(work)
+        context = loopcpu.context_for("mine")  # what follows a chunk (next chunk, a block) too
         future.add_done_callback(
             lambda done: self._loop.call_soon_threadsafe(
-                self._chunk_done, done, height, prefix, target, start
+                self._chunk_done, done, height, prefix, target, start, context=context
             )
         )
 
@@ -229,7 +229,10 @@ class BladeNode(NodeBase, HostObserver):
     def _extra_methods(self) -> dict[str, Method]:
         return {
             "GetRoundModels": Method(
-                self._round_models, node_pb2.RoundRequest, self.limits.max_request_bytes
+                self._round_models,
+                node_pb2.RoundRequest,
+                self.limits.max_request_bytes,
+                task="verify_block",  # a peer catching up on a round's models
             )
         }
 

@@ -69,7 +69,7 @@ class NodeConfig(BaseModel):
     test_batch: int = Field(100, ge=1)  # samples per local accuracy measurement
     sample_memory: int = Field(20_000, ge=64)  # recent samples kept for evaluation
     torch_threads: int = Field(1, ge=1)
-    tick_interval: float = Field(0.5, gt=0)
+    tick_interval: float = Field(1.0, gt=0)  # as the simulator's: timers of 2-10 s need no finer
     peer_timeout: float = Field(10.0, gt=0)
     peer_retries: int = Field(2, ge=0)
     # The orchestrator's public key(s), hex, comma-separated: who may make control calls

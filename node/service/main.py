@@ -31,8 +31,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     # torch loads here, not at --help
-    from node.service.base import DataDirectoryError
     from node.service.blade_server import BladeNode
+    from node.service.chaindir import DataDirectoryError
     from node.service.server import DflNode
 
     try:

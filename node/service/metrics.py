@@ -45,10 +45,9 @@ from node.service.profiler import (
     CATEGORIES,
     TASKS,
     Profiler,
-    cgroup_cpu_seconds,
-    cgroup_memory_bytes,
     process_cpu_seconds,
 )
+from node.service.resources import cgroup_cpu_seconds, cgroup_memory_bytes, process_memory
 
 # Gossip on one host or a LAN takes milliseconds; emulated WAN latency and big models seconds.
 # Between 50 ms and 500 ms, where a loaded host's gossip and an injected delay of a few hundred
@@ -69,7 +68,7 @@ SCORED_PEERS_SHOWN = (
 
 
 class ProfilerCollector(Collector):
-    """Exports the profiler's totals when scraped, plus the process's (and cgroup's) own CPU.
+    """Exports the profiler's totals when scraped, plus the process's own CPU.
 
     `sum(dfl_cpu_seconds_total) / dfl_process_cpu_seconds_total` is the profiler's coverage.
     """
@@ -81,11 +80,9 @@ class ProfilerCollector(Collector):
         # Names only: lets the registry refuse a duplicate without running a collection.
         yield CounterMetricFamily("dfl_cpu_seconds", "", labels=("task", "category"))
         yield CounterMetricFamily("dfl_process_cpu_seconds", "")
-        yield CounterMetricFamily("dfl_cgroup_cpu_seconds", "")
-        yield GaugeMetricFamily("dfl_cgroup_memory_bytes", "")
 
     def collect(self) -> Iterable[Metric]:
-        totals = self._profiler.totals()
+        totals = self._profiler.attributed_totals()
         cpu = CounterMetricFamily(
             "dfl_cpu_seconds",
             "Thread CPU time attributed by the node's profiler, by task and category.",
@@ -100,20 +97,59 @@ class ProfilerCollector(Collector):
             "User plus system CPU time of the node's whole process (every thread).",
             value=process_cpu_seconds(),
         )
-        cgroup = cgroup_cpu_seconds()
-        if cgroup is not None:
-            yield CounterMetricFamily(
-                "dfl_cgroup_cpu_seconds",
-                "CPU time of the node's cgroup: the whole container when run in Docker.",
-                value=cgroup,
-            )
-        memory = cgroup_memory_bytes()
+
+
+class ResourceCollector(Collector):
+    """The node's memory, and its container's memory and CPU, read when scraped.
+
+    The process's own figures (USS, PSS from /proc/self/smaps_rollup) exist wherever the kernel
+    has them. The cgroup's exist only when the cgroup is the node's alone, as a container's is:
+    a local process shares its cgroup with the machine's other processes, and exporting that
+    cgroup's figures labelled with the node's name showed the machine's memory as the node's.
+    A figure the node cannot vouch for is a family without a sample (declared, so the metric
+    stays documented, but no series), never a zero. The process's CPU is
+    `dfl_process_cpu_seconds_total` (ProfilerCollector); prometheus_client's own process
+    collector, which would duplicate it, is not on the node's registry.
+    """
+
+    def describe(self) -> Iterable[Metric]:
+        yield GaugeMetricFamily("dfl_process_memory_uss_bytes", "")
+        yield GaugeMetricFamily("dfl_process_memory_pss_bytes", "")
+        yield CounterMetricFamily("dfl_cgroup_cpu_seconds", "")
+        yield GaugeMetricFamily("dfl_cgroup_memory_bytes", "")
+
+    def collect(self) -> Iterable[Metric]:
+        memory = process_memory()
+        uss = GaugeMetricFamily(
+            "dfl_process_memory_uss_bytes",
+            "Memory only the node's process maps (unique set size): what stopping it frees.",
+        )
+        pss = GaugeMetricFamily(
+            "dfl_process_memory_pss_bytes",
+            "The node's process's memory with shared pages divided among their users "
+            "(proportional set size): summed over a machine's nodes, what they take together.",
+        )
         if memory is not None:
-            yield GaugeMetricFamily(
-                "dfl_cgroup_memory_bytes",
-                "Memory of the node's cgroup less inactive page cache: the container's, in Docker.",
-                value=memory,
-            )
+            uss.add_metric((), memory.uss_bytes)
+            pss.add_metric((), memory.pss_bytes)
+        yield uss
+        yield pss
+        cpu = CounterMetricFamily(
+            "dfl_cgroup_cpu_seconds",
+            "CPU time of the node's cgroup (its container's); no sample where the node shares "
+            "its cgroup with other processes.",
+        )
+        if (seconds := cgroup_cpu_seconds()) is not None:
+            cpu.add_metric((), seconds)
+        yield cpu
+        cgroup_memory = GaugeMetricFamily(
+            "dfl_cgroup_memory_bytes",
+            "Memory of the node's cgroup (its container's) less inactive page cache; no sample "
+            "where the node shares its cgroup with other processes.",
+        )
+        if (used := cgroup_memory_bytes()) is not None:
+            cgroup_memory.add_metric((), used)
+        yield cgroup_memory
 
 
 _REJECT_LABELS = frozenset(reason.label for reason in RejectReason)
@@ -148,6 +184,7 @@ class NodeMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         r.register(ProfilerCollector(self.profiler))
+        r.register(ResourceCollector())
 
         self.info = Info("dfl", "The node's address and the genesis it follows.", registry=r)
         self.accuracy = Gauge(
@@ -402,7 +439,7 @@ class NodeMetrics:
         profiler = self.profiler
 
         def profiled_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-            with profiler.measure("other", "network"):
+            with profiler.measure("observe", "network"):
                 return list(app(environ, start_response))
 
         server_class = _ThreadingServerV6 if ":" in host else _ThreadingServer

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Sequence
 
 import grpc
 
+from node.ledger.errors import RejectReason
 from node.protocol.events import MessageKind
+from node.service.rpc import Refused
 from proto.dfl.v1 import node_pb2, records_pb2
 
 log = logging.getLogger(__name__)
 
 SERVICE = "dfl.v1.Node"
+PEER_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\]")
 METHODS = {
     MessageKind.TRANSACTION: "SubmitTransaction",
     MessageKind.DRAFT_BLOCK: "SubmitDraftBlock",
@@ -127,3 +131,12 @@ class PeerClient:
 
     async def close(self) -> None:
         await self._channel.close()
+
+
+def check_peer_address(peer: str) -> None:
+    """host:port with a plausible host and a port number; Refused naming what is wrong."""
+    host, colon, port = peer.rpartition(":")
+    if not colon or not PEER_HOST.fullmatch(host) or not (port.isascii() and port.isdigit()):
+        raise Refused(RejectReason.BAD_PEER_ADDRESS, f"{peer!r} is not host:port")
+    if not 1 <= int(port) <= 65535:
+        raise Refused(RejectReason.BAD_PEER_ADDRESS, f"port {port} is not in 1-65535")

@@ -33,15 +33,15 @@ fraction of the cheapest measured operation (an ECDSA P-256 sign, 30 µs).
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from node.datadir import CATEGORIES, TASKS
+from node.service.resources import cgroup_cpu_seconds
+from node.service.threadcpu import native_thread_seconds
 
 DEFAULT_TASK = "other"
 
@@ -95,8 +95,17 @@ class Profiler:
         self._lock = threading.Lock()
         self._totals_ns: dict[tuple[str, str], int] = {}
         self._counts: dict[tuple[str, str], int] = {}
+        self._thread_ns: dict[int, int] = {}  # outermost scopes' CPU per thread (ident)
+        self._bytes: dict[str, int] = {}  # bytes each task's RPCs moved, for gRPC's own threads
         self._local = threading.local()
         self._process_cpu_at_start = process_cpu_seconds()
+        self._startup_cpu: float | None = None
+        # gRPC's threads' CPU at mark_ready(); None: this profiler does not charge them
+        self._native_at_ready: dict[int, float] | None = None
+        self._native_seen: dict[int, float] = {}  # the last reading of each, ended ones kept
+        self._native_charged = 0.0  # of their CPU since ready, what is in _apportioned
+        self._bytes_charged: dict[str, int] = {}
+        self._apportioned: dict[tuple[str, str], float] = {}
 
     # --- measuring ------------------------------------------------------------------------------
 
@@ -128,12 +137,14 @@ class Profiler:
         # Read the clock last, so that the bookkeeping above is charged to the enclosing scope.
         frame.start_ns = self._clock()
 
-    def _exit(self) -> None:
+    def _exit(self, task: str | None = None) -> None:
         now = self._clock()
         stack = self._stack()
         if not stack:
             raise RuntimeError("profiler scope closed on a thread that did not open it")
         frame = stack.pop()
+        if task is not None:
+            frame.key = (task, frame.key[1])
         elapsed = now - frame.start_ns
         if stack:
             stack[-1].children_ns += elapsed
@@ -141,6 +152,57 @@ class Profiler:
         with self._lock:
             self._totals_ns[frame.key] = self._totals_ns.get(frame.key, 0) + own
             self._counts[frame.key] = self._counts.get(frame.key, 0) + 1
+            if not stack:
+                ident = threading.get_ident()
+                self._thread_ns[ident] = self._thread_ns.get(ident, 0) + elapsed
+
+    def open_scope(self, task: str, category: str) -> None:
+        """`measure()` for a caller that learns the task only at the end (node/service/loopcpu.py:
+        an asyncio callback may name its task while it runs); close with `close_scope`."""
+        _check_names(task, category)
+        self._enter(task, category)
+
+    def close_scope(self, task: str | None = None) -> None:
+        """Closes the innermost scope of this thread, charged to `task` if given."""
+        _check_names(task, None)
+        self._exit(task)
+
+    def retask_outermost(self, task: str) -> None:
+        """The outermost open scope of this thread (an asyncio callback's) now charges `task`,
+        and scopes opened inside from now on inherit it."""
+        _check_names(task, None)
+        stack = self._stack()
+        if stack:
+            stack[0].key = (task, stack[0].key[1])
+
+    def thread_seconds(self, ident: int | None = None) -> float:
+        """CPU that outermost scopes claimed on one thread (default: this one): what the event
+        loop's residual is measured against."""
+        key = threading.get_ident() if ident is None else ident
+        with self._lock:
+            return self._thread_ns.get(key, 0) / 1e9
+
+    def add_bytes(self, task: str, count: int) -> None:
+        """Bytes an RPC of `task` moved (request, response or a message sent); gRPC's own
+        threads' CPU is charged to tasks in these proportions."""
+        with self._lock:
+            self._bytes[task] = self._bytes.get(task, 0) + count
+
+    def mark_ready(self) -> None:
+        """The node serves from now: what the process used so far is its start-up, kept apart
+        (imports, model, chain verification), and the totals start from zero."""
+        self.reset()
+        self._startup_cpu = self._process_cpu_at_start
+        self._restart_native()
+
+    def _restart_native(self) -> None:
+        readings = native_thread_seconds()
+        with self._lock:  # a scrape's sample_native_threads must see all of this or none
+            self._native_at_ready = readings
+            self._native_seen = dict(readings)
+            self._native_charged = 0.0
+            self._bytes_charged = dict(self._bytes)
+            self._apportioned = {}
 
     def add(self, task: str, category: str, seconds: float) -> None:
         """Charge CPU measured some other way, e.g. an event loop's thread CPU between two marks
@@ -158,6 +220,46 @@ class Profiler:
         """CPU seconds per (task, category), for scopes that have closed."""
         with self._lock:
             return {key: ns / 1e9 for key, ns in self._totals_ns.items()}
+
+    def apportioned(self) -> dict[tuple[str, str], float]:
+        """gRPC's own C threads' CPU since the node was ready, charged to (task, "network") in
+        proportion to the bytes each task's RPCs moved (all to "observe" while none moved).
+
+        Those threads poll sockets and frame HTTP/2 for every call at once, so no scope can
+        open on them; bytes are what their work scales with. Python threads are left out: their
+        CPU is either in scopes or shows as the remainder.
+        """
+        self.sample_native_threads()
+        with self._lock:
+            return dict(self._apportioned)
+
+    def sample_native_threads(self) -> None:
+        """Charges what gRPC's threads used since the last sample by the bytes moved since then,
+        so that each task's share only grows (a Prometheus counter) and follows the traffic of
+        its time. The node samples every tick: gRPC's pool ends idle threads, and an ended
+        thread's CPU is gone from /proc, so the last reading of each is kept."""
+        baseline = self._native_at_ready
+        if baseline is None:
+            return
+        with self._lock:
+            seen = self._native_seen | native_thread_seconds()
+            self._native_seen = seen
+            spent = sum(max(0.0, s - baseline.get(tid, 0.0)) for tid, s in seen.items())
+            moved = {
+                task: count - self._bytes_charged.get(task, 0)
+                for task, count in self._bytes.items()
+            }
+            for key, seconds in split_by_bytes(spent - self._native_charged, moved).items():
+                self._apportioned[key] = self._apportioned.get(key, 0.0) + seconds
+            self._native_charged = spent
+            self._bytes_charged = dict(self._bytes)
+
+    def attributed_totals(self) -> dict[tuple[str, str], float]:
+        """Scopes plus gRPC's threads: every CPU second the profiler can name a task for."""
+        totals = self.totals()
+        for key, seconds in self.apportioned().items():
+            totals[key] = totals.get(key, 0.0) + seconds
+        return totals
 
     def counts(self) -> dict[tuple[str, str], int]:
         """How many scopes closed per (task, category)."""
@@ -195,11 +297,18 @@ class Profiler:
         with self._lock:
             self._totals_ns.clear()
             self._counts.clear()
+            self._thread_ns.clear()
+            self._bytes.clear()
             self._process_cpu_at_start = process_cpu_seconds()
+        if self._native_at_ready is not None:
+            self._restart_native()
 
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready totals and the process counters beside them, for `profile.json`."""
-        totals = self.totals()  # read once, so that every figure below agrees with the entries
+        apportioned = self.apportioned()  # read once, so that every figure below agrees
+        totals = self.totals()
+        for key, seconds in apportioned.items():
+            totals[key] = totals.get(key, 0.0) + seconds
         counts = self.counts()
         profiled = sum(totals.values())
         process = self.process_cpu_seconds()
@@ -221,10 +330,30 @@ class Profiler:
             "process_cpu_seconds": process,
             "process_cpu_seconds_at_start": self._process_cpu_at_start,
             "coverage": profiled / process if process > 0 else 0.0,
+            # Before the node served: imports, building the model, verifying the chain.
+            "startup_cpu_seconds": self._startup_cpu,
+            "apportioned": [
+                {"task": task, "category": category, "seconds": seconds}
+                for (task, category), seconds in sorted(apportioned.items())
+            ],
+            "bytes_by_task": dict(sorted(self._bytes.items())),
+            "remainder_seconds": process - profiled,
+            "attributed_share": profiled / process if process > 0 else 0.0,
             # The whole cgroup since it was created (the container's life, in Docker); or null.
             "cgroup_cpu_seconds": cgroup_cpu_seconds(),
             "blockchain_share": _blockchain_share(totals),
         }
+
+
+def split_by_bytes(spent: float, moved: dict[str, int]) -> dict[tuple[str, str], float]:
+    """`spent` seconds of network CPU shared among tasks by the bytes they moved; all of it
+    `observe`'s while nothing moved (the threads then only polled for the testbed)."""
+    total = sum(moved.values())
+    if spent <= 0:
+        return {}
+    if not total:
+        return {("observe", "network"): spent}
+    return {(task, "network"): spent * count / total for task, count in moved.items() if count}
 
 
 def _check_names(task: str | None, category: str | None) -> None:
@@ -246,108 +375,9 @@ def _sum_by(totals: dict[tuple[str, str], float], index: int) -> dict[str, float
     return out
 
 
-# --- the process's and the container's own counters -----------------------------------------------
+# --- the process's own CPU (its memory and its cgroup's figures: node/service/resources.py) ---
 
 
 def process_cpu_seconds() -> float:
     """User plus system CPU of this process, all threads (C-core and torch pools included)."""
     return time.process_time()
-
-
-def cgroup_cpu_seconds(root: Path | str = "/sys/fs/cgroup") -> float | None:
-    """CPU seconds used by this process's cgroup (the whole container, in Docker), or None.
-
-    cgroup v2 keeps `usage_usec` in cpu.stat; v1 keeps nanoseconds in cpuacct.usage under the
-    cpuacct hierarchy. The path in /proc/self/cgroup is tried below the mount first; inside a
-    container the mount is already the container's cgroup, so the mount root is the fallback.
-    Outside a container the figure covers every process in the same cgroup, not just this one.
-    """
-    root = Path(root)
-    v2_paths, v1_paths = _own_cgroup_paths()
-    for base in _candidates(root, v2_paths.get("", "/")):
-        value = _read_v2(base / "cpu.stat")
-        if value is not None:
-            return value
-    for mount in ("cpuacct", "cpu,cpuacct", "cpuacct,cpu"):
-        for base in _candidates(root / mount, v1_paths.get("cpuacct", "/")):
-            value = _read_int(base / "cpuacct.usage")
-            if value is not None:
-                return value / 1e9
-    return None
-
-
-def cgroup_memory_bytes(root: Path | str = "/sys/fs/cgroup") -> float | None:
-    """Memory charged to this process's cgroup less its inactive page cache, or None.
-
-    That is the figure `docker stats` shows: the page cache a container's reads leave behind can
-    be reclaimed at any time, so counting it would blame the node for the kernel's caching.
-    """
-    root = Path(root)
-    v2_paths, v1_paths = _own_cgroup_paths()
-    for base in _candidates(root, v2_paths.get("", "/")):
-        usage = _read_int(base / "memory.current")
-        if usage is not None:
-            return float(usage - _stat_value(base / "memory.stat", "inactive_file"))
-    for base in _candidates(root / "memory", v1_paths.get("memory", "/")):
-        usage = _read_int(base / "memory.usage_in_bytes")
-        if usage is not None:
-            return float(usage - _stat_value(base / "memory.stat", "total_inactive_file"))
-    return None
-
-
-def _stat_value(path: Path, name: str) -> int:
-    try:
-        text = path.read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        key, _, value = line.partition(" ")
-        if key == name:
-            return int(value)
-    return 0
-
-
-def _candidates(mount: Path, own: str) -> Iterator[Path]:
-    relative = own.strip("/")
-    if relative:
-        yield mount / relative
-    yield mount
-
-
-def _own_cgroup_paths() -> tuple[dict[str, str], dict[str, str]]:
-    """Lines of /proc/self/cgroup: v2 ("0::/path") and v1 ("4:cpu,cpuacct:/path") by controller."""
-    v2: dict[str, str] = {}
-    v1: dict[str, str] = {}
-    try:
-        text = Path(f"/proc/{os.getpid()}/cgroup").read_text()
-    except OSError:
-        return v2, v1
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        if not controllers:
-            v2[""] = path
-        for controller in controllers.split(","):
-            v1[controller] = path
-    return v2, v1
-
-
-def _read_v2(path: Path) -> float | None:
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name == "usage_usec":
-            return int(value) / 1e6
-    return None
-
-
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip())
-    except (OSError, ValueError):
-        return None

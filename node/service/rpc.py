@@ -23,6 +23,7 @@ from google.protobuf.message import Message
 
 from node.ledger.errors import RecordRejected, RejectReason
 from node.ledger.validation import decode
+from node.service import loopcpu
 from node.service.admission import Admission
 from node.service.control import CONTROL_METHODS, ControlRefused, ControlVerifier
 
@@ -74,12 +75,15 @@ class Method:
     `request` None: the handler takes the raw bytes (records, which the engine decodes).
     `shape`: unary (one request, one response), stream_in (a stream of requests, one response)
     or stream_out (one request, a stream of responses).
+    `task`: the profiler task its loop CPU and bytes are charged to (node/service/loopcpu.py);
+    a record's handler may name a more precise one once it knows the record.
     """
 
     handler: Callable[..., Any]
     request: type[Message] | None
     max_bytes: int
     shape: str = "unary"
+    task: str = "observe"
 
 
 def _bare(refusal: Refused) -> Refused:
@@ -92,7 +96,9 @@ def _bare(refusal: Refused) -> Refused:
 
 def _serialize(response: Message | bytes) -> bytes:
     """Handlers answer a message, or bytes already serialized (records, blocks)."""
-    return response if isinstance(response, bytes) else response.SerializeToString()
+    data = response if isinstance(response, bytes) else response.SerializeToString()
+    loopcpu.moved(len(data))
+    return data
 
 
 def decode_request(message_type: type[Message], data: bytes, max_bytes: int) -> Message:
@@ -152,18 +158,20 @@ class Gate:
         return build(call, response_serializer=_serialize)
 
     def _request(self, method: Method, data: bytes) -> Any:
-        if method.request is None:
+        if method.request is None:  # a record: its handler counts the bytes for its task
             if len(data) > method.max_bytes:
                 raise Refused(
                     RejectReason.MESSAGE_TOO_LARGE, f"{len(data)} bytes; at most {method.max_bytes}"
                 )
             return data
+        loopcpu.moved(len(data))
         return decode_request(method.request, data, method.max_bytes)
 
     def _unary(
         self, name: str, method: Method
     ) -> Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def call(data: bytes, context: grpc.aio.ServicerContext) -> Any:
+            loopcpu.charge_to(method.task)
             try:
                 self.admit(name, context)
                 return await method.handler(self._request(method, data), context)
@@ -178,6 +186,7 @@ class Gate:
         self, name: str, method: Method
     ) -> Callable[[bytes, grpc.aio.ServicerContext], AsyncIterator[Any]]:
         async def call(data: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            loopcpu.charge_to(method.task)
             try:
                 self.admit(name, context)
                 request = self._request(method, data)
@@ -195,6 +204,7 @@ class Gate:
         self, name: str, method: Method
     ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[Any]]:
         async def call(chunks: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> Any:
+            loopcpu.charge_to(method.task)
             try:
                 self.admit(name, context)
 

@@ -8,6 +8,8 @@ One job per module, in the order the data flows:
     faults.py          what each fault of faults.jsonl did, from metrics.csv (in the summary)
     load.py            what a `dfl load` run's Locust files and node scrapes say (in the summary)
     cpu_table.py       the CPU tables' task rows and category columns (paper Table 6)
+    table6.py          the CPU section: Table 6 with the paper's figures, the protocol's shares,
+                       and all of the process's CPU (start-up, tasks, observe, remainder)
     cells.py           how a figure is printed in Markdown (shared with `dfl compare`)
     markdown.py        report.md, section by section
     markdown_chain.py  its blockchain sections: DFL's Table 7, BLADE-FL's mining and lazy clients

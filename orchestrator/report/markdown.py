@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from node.datadir import CATEGORIES, PROFILE_FILE
+from node.datadir import PROFILE_FILE
 from orchestrator.report.cells import (
     big,
     duration,
@@ -21,17 +21,19 @@ from orchestrator.report.cells import (
     short_seconds,
     table,
 )
-from orchestrator.report.cpu_table import TASK_LABELS, category_columns, task_rows
+from orchestrator.report.cpu_table import NON_PROTOCOL_TASKS
 from orchestrator.report.markdown_chain import chain_section, plagiarism_section, pow_chain_section
 from orchestrator.report.markdown_faults import faults_section
 from orchestrator.report.markdown_load import load_section
 from orchestrator.report.schema import (
     ACCURACY_PLOT,
     BLADE_PROTOCOL,
+    CONTAINER_METRICS,
     COUNTER_METRICS,
     CPU_METRIC_PREFIX,
     CPU_PLOT,
     KNOWN_METRICS,
+    LOCAL_RUNTIME,
     METRICS_FILE,
     PLOTS_DIR,
     SPEC_FILE,
@@ -41,9 +43,24 @@ from orchestrator.report.summary import (
     COVERAGE_TOLERANCE,
     FINAL_WINDOW_FRACTION,
     FINAL_WINDOW_S,
+    NodeSummary,
     RunSummary,
+    cgroup_is_the_nodes,
     mean,
     reference_chain,
+)
+from orchestrator.report.table6 import (
+    ATTRIBUTED_SHARE_TARGET,
+    BLOCKCHAIN_SHARE_TARGET,
+    NETWORK_SHARE_TARGET,
+    account_markdown,
+    account_notes,
+    cpu_account,
+    cpu_intro,
+    paper_overview_rows,
+    protocol_share_lines,
+    share_text,
+    table6_markdown,
 )
 
 
@@ -183,64 +200,64 @@ def _cpu_section(data: RunData, summary: RunSummary) -> str:
     overview = [
         (
             name,
-            *(num(n.cpu_seconds_by_category.get(c)) for c in CATEGORIES),
-            num(n.profiler_cpu_seconds),
-            pct(n.blockchain_share),
+            num(n.protocol_cpu_seconds),
+            share_text(n.protocol_blockchain_share, BLOCKCHAIN_SHARE_TARGET, at_most=True),
+            share_text(n.protocol_network_share, NETWORK_SHARE_TARGET, at_most=True),
+            pct(n.protocol_ml_share),
+            *(
+                num(n.cpu_seconds_by_task.get(t, 0.0) if n.cpu_source else None)
+                for t in NON_PROTOCOL_TASKS
+            ),
+            num(n.startup_cpu_seconds),
             num(n.process_cpu_seconds),
-            pct(n.coverage)
+            share_text(n.attributed_share, ATTRIBUTED_SHARE_TARGET, at_most=False)
             + (f" **off by >{pct(COVERAGE_TOLERANCE, 0)}**" if n.coverage_flagged else ""),
         )
         for name, n in summary.nodes.items()
     ]
     parts = [
         "## CPU time (paper Table 6 layout)\n",
-        "CPU seconds (thread CPU time, not wall time). Blockchain share = blockchain / profiler "
-        "total. Coverage = profiler total / the process's own CPU seconds; a coverage more than "
-        f"{pct(summary.coverage_tolerance, 0)} away from 100 % is flagged.\n",
+        cpu_intro(summary.coverage_tolerance),
         table(
             (
                 "node",
-                *CATEGORIES,
-                "profiler total",
+                "protocol CPU s",
                 "blockchain share",
-                "process CPU",
-                "coverage",
+                "network share",
+                "ml share",
+                *(f"{t} s" for t in NON_PROTOCOL_TASKS),
+                "start-up s",
+                "process CPU since start-up s",
+                "attributed share",
             ),
-            overview,
+            [*overview, *paper_overview_rows(len(NON_PROTOCOL_TASKS) + 3)],
         ),
         f"![CPU seconds by category]({PLOTS_DIR}/{CPU_PLOT})\n",
     ]
+    own_cgroup = cgroup_is_the_nodes(summary.runtime)
     for name, node in data.nodes.items():
         parts.append(f"### {name}\n")
         profile = node.profile
         if profile is None:
             parts.append(f"No CPU figures: {node.profile_problem}.\n")
             continue
-        categories = category_columns(c for _, c in profile.seconds)
-        rows = []
-        for task in task_rows(t for t, _ in profile.seconds):
-            cells = [profile.seconds.get((task, c), 0.0) for c in categories]
-            rows.append((TASK_LABELS.get(task, task), *(num(v) for v in cells), num(sum(cells))))
-        rows.append(
-            (
-                "**total**",
-                *(f"**{num(profile.category(c))}**" for c in categories),
-                f"**{num(profile.total)}**",
-            )
+        parts.append(
+            table6_markdown(profile.seconds, all_paper_tasks=summary.protocol != BLADE_PROTOCOL)
         )
-        parts.append(table(("task", *categories, "total"), rows))
+        parts.append(account_markdown(account := cpu_account(profile, own_cgroup=own_cgroup)))
         figures = summary.nodes[name]
-        lines = [
-            f"- blockchain share = {num(profile.category('blockchain'))} / "
-            f"{num(profile.total)} = {pct(figures.blockchain_share)}",
+        notes = [*account_notes(account), *protocol_share_lines(profile.seconds)]
+        lines = [f"- {line}" for line in notes]
+        lines.append(
             f"- profiler total vs process CPU: {seconds(profile.total)} vs "
-            f"{seconds(profile.process_cpu_seconds)}, coverage {pct(figures.coverage)}"
+            f"{seconds(profile.process_cpu_seconds)}, coverage {pct(figures.coverage)}: the "
+            f"attributed share (target ≥ {pct(ATTRIBUTED_SHARE_TARGET, 0)})"
             + (
                 f" — **off by more than {pct(COVERAGE_TOLERANCE, 0)}**"
                 if figures.coverage_flagged
                 else ""
-            ),
-        ]
+            )
+        )
         if profile.profiled_seconds is not None:
             lines.append(f"- profiled_seconds as reported: {seconds(profile.profiled_seconds)}")
         if profile.source != PROFILE_FILE:
@@ -250,10 +267,33 @@ def _cpu_section(data: RunData, summary: RunSummary) -> str:
 
 
 def _containers_section(data: RunData, summary: RunSummary) -> str:
-    """Memory and CPU per container from its cgroup, and how its health checks went."""
+    """Memory and CPU that are each node's own, titled by what a node is in this run.
+
+    In containers (Docker: cgroup figures or health counts) the container's cgroup, its health,
+    and the node's process inside it; where nodes are processes of the machine (the local
+    runtime) the process's figures only, as its cgroup is shared with the machine's other
+    processes and its figures are the machine's, not the node's.
+    """
+    nodes = summary.nodes.values()
+    in_containers = bool(data.info.health) or any(
+        n.memory_peak_bytes is not None or n.cgroup_cpu_seconds is not None for n in nodes
+    )
+    if in_containers:
+        return _containers_text(data, summary)
+    if any(_has_process_figures(n) for n in nodes):
+        return _processes_text(data, summary)
+    return ""
+
+
+def _has_process_figures(node: NodeSummary) -> bool:
+    return any(
+        figure is not None
+        for figure in (node.uss_peak_bytes, node.pss_peak_bytes, node.process_lifetime_cpu_seconds)
+    )
+
+
+def _containers_text(data: RunData, summary: RunSummary) -> str:
     nodes = summary.nodes
-    if all(n.memory_peak_bytes is None for n in nodes.values()) and not data.info.health:
-        return ""
     health = data.info.health
     rows = [
         (
@@ -282,7 +322,7 @@ def _containers_section(data: RunData, summary: RunSummary) -> str:
                 else "no container was seen unhealthy"
             )
         )
-    return (
+    text = (
         "## Containers\n\n"
         "From each container's cgroup: memory less inactive page cache (what `docker stats` "
         "shows), sampled with the other metrics, and the container's CPU seconds since it "
@@ -295,6 +335,79 @@ def _containers_section(data: RunData, summary: RunSummary) -> str:
         )
         + ("\n" + "\n".join(lines) + "\n" if lines else "")
     )
+    if any(_has_process_figures(n) for n in nodes.values()):
+        text += (
+            "\nThe node's process inside each container. "
+            + _PROCESS_FIGURES
+            + " The container's memory is not the process's: it adds the kernel's memory for the "
+            "container and the page cache in use, and leaves out the shared pages another cgroup "
+            "was charged for first (a library's, read before the container started).\n\n"
+            + _process_table(summary)
+        )
+    return text
+
+
+# What the process table's columns are, in both sections.
+_PROCESS_FIGURES = (
+    "Memory from the process's page accounting (/proc/PID/smaps_rollup), sampled with the other "
+    "metrics: USS is the memory only the node's process maps, what stopping it frees; PSS adds "
+    "its share of the pages it shares with other processes (torch's libraries, for one), so "
+    "that the nodes' PSS adds up to what they take together. Process CPU is the process's user "
+    "plus system seconds since it started, imports included (the CPU section's process CPU "
+    "counts from the profiler's start)."
+)
+
+
+def _processes_text(data: RunData, summary: RunSummary) -> str:
+    nodes = summary.nodes.values()
+    uss = [n.uss_peak_bytes for n in nodes if n.uss_peak_bytes is not None]
+    pss = [n.pss_peak_bytes for n in nodes if n.pss_peak_bytes is not None]
+    lines = []
+    if uss:
+        lines.append(f"- USS per node: mean of peaks {mib(mean(uss))}, largest {mib(max(uss))}")
+    if pss:
+        lines.append(f"- all nodes together at their PSS peaks: {mib(sum(pss))}")
+    if data.info.runtime == LOCAL_RUNTIME and data.metrics.names() & set(CONTAINER_METRICS):
+        lines.append(
+            f"- {METRICS_FILE} holds cgroup figures under the nodes' names, written by nodes "
+            "that did not check whether the cgroup was theirs alone: they are the machine's, "
+            "and not shown"
+        )
+    if data.info.runtime == LOCAL_RUNTIME:
+        intro = "Each node is a process of this machine, and these figures are the process's own. "
+        why = (
+            " No cgroup figures: the nodes share their cgroup with the orchestrator and the "
+            "machine's other processes, so its figures would be the machine's."
+        )
+    else:
+        intro = "Each node's own process. "
+        why = (
+            " No cgroup figures: no node was alone in its cgroup (as it is in a container), so "
+            "the cgroup's figures would not have been the node's."
+        )
+    return (
+        "## Processes\n\n"
+        + intro
+        + _PROCESS_FIGURES
+        + why
+        + "\n\n"
+        + _process_table(summary)
+        + ("\n" + "\n".join(lines) + "\n" if lines else "")
+    )
+
+
+def _process_table(summary: RunSummary) -> str:
+    rows = [
+        (
+            name,
+            mib(n.uss_mean_bytes),
+            mib(n.uss_peak_bytes),
+            mib(n.pss_peak_bytes),
+            num(n.process_lifetime_cpu_seconds),
+        )
+        for name, n in summary.nodes.items()
+    ]
+    return table(("node", "USS mean", "USS peak", "PSS peak", "process CPU s"), rows)
 
 
 def _health_text(states: Mapping[str, int]) -> str:

@@ -41,6 +41,7 @@ from orchestrator.report.schema import (
     RunInfo,
     Series,
 )
+from orchestrator.report.table6 import AccountedProfile, entries_by_key, startup_from
 from proto.dfl.v1 import records_pb2 as pb
 
 _RESEMBLANCE_FIELDS = get_type_hints(Resemblance)  # field name -> type, in declaration order
@@ -210,18 +211,23 @@ def _read_profile(path: Path) -> tuple[CpuProfile | None, str | None]:
         return None, f"no {PROFILE_FILE} (the node may have died before writing it)"
     try:
         raw = json.loads(path.read_text())
-        seconds: dict[tuple[str, str], float] = {}
         # "cpu" is the run layout's name; node/service/profiler.py's snapshot calls it "entries".
         entries = raw["cpu"] if "cpu" in raw else raw.get("entries", ())
-        for entry in entries:
-            key = (str(entry["task"]), str(entry["category"]))
-            seconds[key] = seconds.get(key, 0.0) + float(entry["seconds"])
+        # The accounting fields (start-up, apportioned, remainder, cgroup) are newer than the
+        # entries: a profile without them reads as one whose figures are unknown.
+        startup, startup_source = startup_from(raw)
         return (
-            CpuProfile(
-                seconds=seconds,
+            AccountedProfile(
+                seconds=entries_by_key(entries),
                 process_cpu_seconds=_optional_float(raw.get("process_cpu_seconds")),
                 profiled_seconds=_optional_float(raw.get("profiled_seconds")),
                 source=PROFILE_FILE,
+                startup_cpu_seconds=startup,
+                startup_source=startup_source,
+                apportioned=entries_by_key(raw.get("apportioned") or ()),
+                reported_remainder_seconds=_optional_float(raw.get("remainder_seconds")),
+                reported_attributed_share=_optional_float(raw.get("attributed_share")),
+                cgroup_cpu_seconds=_optional_float(raw.get("cgroup_cpu_seconds")),
             ),
             None,
         )

@@ -53,6 +53,7 @@ LOAD_FAILURES_FILE = "load_failures.csv"
 LOAD_FILE = "load.json"
 LOAD_DIR = "load"
 BLADE_PROTOCOL = "blade-fl"  # run.json's protocol, and the genesis's, for BLADE-FL
+LOCAL_RUNTIME = "local"  # run.json's runtime for nodes run as the orchestrator's child processes
 
 METRICS_HEADER = ("time_s", "node", "metric", "value")
 CPU_METRIC_PREFIX = "cpu_seconds:"  # cpu_seconds:<task>:<category>, cumulative
@@ -65,8 +66,12 @@ COUNTER_METRICS = (
 )
 # BLADE-FL's mining counters (cumulative), shown in its blockchain section.
 POW_METRICS = ("pow_hashes", "mining_seconds", "mining_searches", "forks")
-# What a container's cgroup says (the docker runtime only): memory now, CPU since it started.
+# What a container's cgroup says (only where the cgroup is the node's alone: a container):
+# memory now, CPU since it started.
 CONTAINER_METRICS = ("memory_bytes", "cgroup_cpu_seconds")
+# What the node's own process says, wherever it runs: USS and PSS now (bytes), CPU since the
+# process started (imports included, unlike the profile's process_cpu_seconds).
+PROCESS_METRICS = ("uss_bytes", "pss_bytes", "process_cpu_seconds")
 # What injected network faults did (dfl_network_fault_messages_total by fate, both directions
 # summed) and sends given up on (dfl_send_failures_total), cumulative: the Faults section's.
 FAULT_MESSAGE_METRICS = {"dropped": "fault_messages_dropped", "delayed": "fault_messages_delayed"}
@@ -78,6 +83,7 @@ KNOWN_METRICS = {
     *COUNTER_METRICS,
     *POW_METRICS,
     *CONTAINER_METRICS,
+    *PROCESS_METRICS,
     *FAULT_MESSAGE_METRICS.values(),
     SEND_FAILURES_METRIC,
 }

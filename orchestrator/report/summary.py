@@ -19,16 +19,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from node.host.resemblance import Resemblance
-from orchestrator.report.cpu_table import category_columns
+from orchestrator.report.cpu_table import category_columns, task_rows
 from orchestrator.report.faults import FaultSummary, summarize_faults
 from orchestrator.report.load import LoadSummary, summarize_load
 from orchestrator.report.schema import (
     BLADE_PROTOCOL,
     COUNTER_METRICS,
+    LOCAL_RUNTIME,
     ChainStats,
+    CpuProfile,
     Metrics,
     NodeData,
     RunData,
+    Series,
+)
+from orchestrator.report.table6 import (
+    accounted,
+    attributed_share,
+    protocol_shares,
+    remainder_seconds,
 )
 
 FINAL_WINDOW_S = 30.0  # "final" accuracy: the mean over the run's last 30 s, not one noisy sample
@@ -55,6 +64,16 @@ class NodeSummary:
     coverage: float | None
     coverage_flagged: bool
     cpu_source: str | None
+    cpu_seconds_by_task: dict[str, float]
+    # Shares of the protocol tasks' CPU (observe and other left out, as the paper's Table 6
+    # has no such work: table6.py); blockchain_share above is of all profiled CPU.
+    protocol_cpu_seconds: float | None
+    protocol_blockchain_share: float | None
+    protocol_network_share: float | None
+    protocol_ml_share: float | None
+    attributed_share: float | None  # entries / process CPU since start-up (= coverage)
+    startup_cpu_seconds: float | None  # process CPU until the node served (older: at start)
+    remainder_cpu_seconds: float | None  # process CPU since start-up that no entry claims
     tx_per_block_mean: float | None  # BLADE-FL: models per block
     tx_per_block_min: int | None
     confirmations_per_block_mean: float | None
@@ -73,10 +92,18 @@ class NodeSummary:
     hash_rate: float | None  # BLADE-FL: pow_hashes / CPU seconds of task "mine"
     mining_searches: float | None  # BLADE-FL: searches (one per round the node mined)
     mining_seconds_per_search: float | None  # BLADE-FL: mining_seconds / mining_searches
-    # docker runtime: the container's cgroup, sampled with the other metrics
+    # The node's container's cgroup, sampled with the other metrics: only where the cgroup is
+    # the node's alone (docker), never for the local runtime (see `cgroup_is_the_nodes`).
     memory_peak_bytes: float | None
     memory_mean_bytes: float | None
     cgroup_cpu_seconds: float | None
+    # The node's own process, wherever it runs: USS and PSS (smaps_rollup) sampled with the
+    # other metrics, and its CPU since it started (imports included, unlike process_cpu_seconds
+    # above, which counts from the profiler's start).
+    uss_mean_bytes: float | None
+    uss_peak_bytes: float | None
+    pss_peak_bytes: float | None
+    process_lifetime_cpu_seconds: float | None
 
     @property
     def bytes_sent(self) -> float | None:
@@ -138,9 +165,15 @@ def summarize(data: RunData) -> RunSummary:
     window_start = end - window
     reference_name = reference_chain(data)
     reference = data.nodes[reference_name].chain if reference_name else None
+    own_cgroup = cgroup_is_the_nodes(data.info.runtime)
     nodes = {
         name: _summarize_node(
-            node, data.metrics, window_start, reference, data.info.protocol == BLADE_PROTOCOL
+            node,
+            data.metrics,
+            window_start,
+            reference,
+            data.info.protocol == BLADE_PROTOCOL,
+            own_cgroup,
         )
         for name, node in data.nodes.items()
     }
@@ -168,6 +201,18 @@ def summarize(data: RunData) -> RunSummary:
     )
 
 
+def cgroup_is_the_nodes(runtime: str) -> bool:
+    """Whether a run's cgroup figures, where metrics.csv has any, can be a node's own.
+
+    A node exports them only when it is alone in its cgroup; but the local runtime starts its
+    nodes as children of the orchestrator, in its cgroup, so their cgroup is never theirs, and a
+    run directory written before nodes made that check holds the machine's figures under the
+    nodes' names. Other runtimes (docker; remote, whose nodes may be a compose stack's
+    containers) keep what the nodes exported.
+    """
+    return runtime != LOCAL_RUNTIME
+
+
 def reference_chain(data: RunData) -> str | None:
     """The BLADE-FL node whose chain store counts the blocks each node mined: the longest that
     verifies (else the longest readable one); the first in run.json's order on a tie."""
@@ -188,18 +233,22 @@ def _summarize_node(
     window_start: float,
     reference: ChainStats | None,
     mines: bool,
+    own_cgroup: bool,
 ) -> NodeSummary:
-    """`mines`: a BLADE-FL run; a DFL node exports the mining counters too, all zero."""
+    """`mines`: a BLADE-FL run; a DFL node exports the mining counters too, all zero.
+    `own_cgroup`: whether the run's cgroup figures can be the node's (`cgroup_is_the_nodes`)."""
     name = node.spec.name
     test = metrics.series(name, "accuracy_test")
     in_window = test.since(window_start)
     profile, chain = node.profile, node.chain
     coverage = profile.coverage if profile else None
     categories = category_columns(c for _, c in profile.seconds) if profile else []
+    shares = protocol_shares(profile.seconds) if profile else None
     mined = (lambda metric: metrics.series(name, metric).last) if mines else (lambda _: None)
     pow_hashes = mined("pow_hashes")
     searches = mined("mining_searches")
     mining_seconds = mined("mining_seconds")
+    cgroup = (lambda metric: metrics.series(name, metric)) if own_cgroup else (lambda _: Series())
     mine_cpu = (
         sum(s for (task, _), s in profile.seconds.items() if task == "mine") if profile else None
     )
@@ -215,6 +264,14 @@ def _summarize_node(
         coverage=coverage,
         coverage_flagged=coverage is not None and abs(1 - coverage) > COVERAGE_TOLERANCE,
         cpu_source=profile.source if profile else None,
+        cpu_seconds_by_task=_by_task(profile),
+        protocol_cpu_seconds=shares.total if shares else None,
+        protocol_blockchain_share=shares.blockchain if shares else None,
+        protocol_network_share=shares.network if shares else None,
+        protocol_ml_share=shares.ml if shares else None,
+        attributed_share=attributed_share(profile) if profile else None,
+        startup_cpu_seconds=accounted(profile).startup_cpu_seconds if profile else None,
+        remainder_cpu_seconds=remainder_seconds(profile) if profile else None,
         tx_per_block_mean=mean(chain.transactions_per_block) if chain else None,
         tx_per_block_min=min(chain.transactions_per_block, default=None) if chain else None,
         confirmations_per_block_mean=mean(chain.confirmations_per_block) if chain else None,
@@ -235,12 +292,24 @@ def _summarize_node(
         mining_seconds_per_search=mining_seconds / searches
         if mining_seconds is not None and searches
         else None,
-        memory_peak_bytes=max(memory.values)
-        if (memory := metrics.series(name, "memory_bytes")).values
-        else None,
-        memory_mean_bytes=mean(memory.values),
-        cgroup_cpu_seconds=metrics.series(name, "cgroup_cpu_seconds").last,
+        memory_peak_bytes=peak(memory := cgroup("memory_bytes").values),
+        memory_mean_bytes=mean(memory),
+        cgroup_cpu_seconds=cgroup("cgroup_cpu_seconds").last,
+        uss_mean_bytes=mean(uss := metrics.series(name, "uss_bytes").values),
+        uss_peak_bytes=peak(uss),
+        pss_peak_bytes=peak(metrics.series(name, "pss_bytes").values),
+        process_lifetime_cpu_seconds=metrics.series(name, "process_cpu_seconds").last,
     )
+
+
+def _by_task(profile: CpuProfile | None) -> dict[str, float]:
+    """CPU seconds per task, in the CPU tables' task order; empty without a profile."""
+    if profile is None:
+        return {}
+    return {
+        task: sum(s for (t, _), s in profile.seconds.items() if t == task)
+        for task in task_rows(t for t, _ in profile.seconds)
+    }
 
 
 def _blocks_mined(node: NodeData, reference: ChainStats | None) -> int | None:
@@ -284,6 +353,11 @@ def plagiarism(data: RunData) -> dict[str, PlagiarismVerdict]:
             and spread >= LAZY_FACTOR * median,
         )
     return verdicts
+
+
+def peak(values: Iterable[float]) -> float | None:
+    """The largest sample, None without any."""
+    return max(values, default=None)
 
 
 def mean(values: Iterable[float | None]) -> float | None:

@@ -37,6 +37,7 @@ from node.host.dispatch import (
     DflDispatcher,
     DflModelHost,
     HostObserver,
+    engine_category,
 )
 from node.ledger.errors import RecordRejected
 from node.ledger.pow import MAX_NONCE, mine
@@ -305,7 +306,7 @@ class MemoryNetwork:
             return
         try:
             task = node.dispatch.task_of_event[type(event)]
-            with self.profiler.measure(task, "blockchain"):
+            with self.profiler.measure(task, engine_category(event)):
                 actions = node.engine.handle(event, self.now)
         except RecordRejected as error:
             node.rejections[error.reason.label] += 1

@@ -31,9 +31,16 @@ def cpu_figures(profiler: Profiler) -> dict[str, Any]:
     by_category = profiler.by_category()
     profiled = sum(by_category.values())
     blockchain = by_category.get("blockchain", 0.0)
+    counts = profiler.counts()
     return {
         "cpu_seconds": {k: round(v, 3) for k, v in sorted(by_category.items())},
         "chain_share": round(blockchain / profiled, 4) if profiled else 0.0,
+        # Where the chain's share comes from: every (task, category), with how often it ran.
+        "cpu_by_task": [
+            {"task": task, "category": category, "seconds": round(seconds, 3), "scopes": count}
+            for (task, category), seconds in sorted(profiler.totals().items())
+            for count in (counts.get((task, category), 0),)
+        ],
     }
 
 

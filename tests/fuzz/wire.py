@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from node.ledger import wire
+
 VARINT, I64, LEN, SGROUP, EGROUP, I32 = 0, 1, 2, 3, 4, 5
 MAX_FIELD_NUMBER = (1 << 29) - 1
 UNKNOWN_FIELD = 1000  # no record message uses it: padding that parsers keep and digests ignore
@@ -36,16 +38,7 @@ INTERESTING_BYTES = (0x00, 0x01, 0x7F, 0x80, 0xFF)
 
 def encode_varint(value: int) -> bytes:
     """Minimal varint of `value` modulo 2**64 (negative int64s take ten bytes, as on the wire)."""
-    value &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    return wire.encode_varint(value & ((1 << 64) - 1))
 
 
 def read_varint(data: bytes, position: int) -> tuple[int, int] | None:

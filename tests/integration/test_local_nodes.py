@@ -79,6 +79,29 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNetwork]:
 # --- 1. the metrics endpoint ---------------------------------------------------------------------
 
 
+def test_the_model_is_sent_again_only_once_it_changed(network: LiveNetwork) -> None:
+    node = network.nodes[TARGET]
+    address = bytes.fromhex(node.address)
+    with channel(node) as ch:
+        stub = node_pb2_grpc.NodeStub(ch)
+
+        def fetch(known: bytes) -> node_pb2.ModelWeights:
+            signed = network.run.control.metadata("GetModel", address)
+            return stub.GetModel(
+                node_pb2.ModelRequest(known_version=known), timeout=30, metadata=signed
+            )
+
+        first = fetch(b"")
+        assert first.weights and first.version and not first.unchanged
+        again = fetch(first.version)
+        if again.version == first.version:  # no training or merge in between
+            assert again.unchanged and not again.weights
+        # Samples keep arriving: the next training gives a new version, and the weights with it.
+        wait_for(lambda: fetch(first.version).version != first.version, 60, "a new model", network)
+        changed = fetch(first.version)
+        assert not changed.unchanged and len(changed.weights) == len(first.weights)
+
+
 MOVING_COUNTERS = {
     "samples injected": ("dfl_samples_injected_total", {}),
     "transactions generated": ("dfl_transactions_generated_total", {}),
@@ -343,3 +366,20 @@ def test_run_directory_shows_the_mechanics(network: LiveNetwork, summary: dict[s
                     assert creators == neighbours, f"{name} block {height_}: {creators}"
                     fully_confirmed += 1
         assert fully_confirmed >= 2, name
+
+
+def test_every_cpu_second_after_start_up_is_charged_to_a_task(
+    network: LiveNetwork, summary: dict[str, Any]
+) -> None:
+    for node in network.nodes:
+        profile = json.loads((node.data_dir / "profile.json").read_text())
+        seconds = {(e["task"], e["category"]): e["seconds"] for e in profile["entries"]}
+        assert profile["startup_cpu_seconds"] > 0.5, node.name  # torch's import alone is more
+        assert profile["attributed_share"] >= 0.85, (node.name, profile["remainder_seconds"])
+        # Network CPU goes to the task it serves: a model broadcast, a receipt sent back, and the
+        # orchestrator's calls and the idle loop to `observe`.
+        for task in ("generate_transaction", "receive_transaction", "observe"):
+            assert seconds.get((task, "network"), 0.0) > 0, (node.name, task, seconds)
+        assert seconds.get(("other", "network"), 0.0) < seconds[("observe", "network")]
+        moved = profile["bytes_by_task"]
+        assert moved["generate_transaction"] > 1_000_000 and moved["observe"] > 1_000_000

@@ -34,8 +34,8 @@ from node.learning.behaviours import Behaviour
 from node.learning.codec import encode_safetensors, weight_count
 from node.ledger import records
 from node.ledger.store import ChainStore
-from node.service.base import DataDirectoryError
 from node.service.blade_server import BladeNode
+from node.service.chaindir import DataDirectoryError
 from node.service.config import NodeConfig, load_node_config
 from node.service.server import DflNode
 from proto.dfl.v1 import records_pb2 as pb

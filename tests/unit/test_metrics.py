@@ -107,9 +107,9 @@ def test_cpu_seconds_are_the_profilers_totals(metrics: NodeMetrics, server: Metr
     assert value(samples, "dfl_cpu_seconds_total", task="mine", category="ml") == 0
     assert value(samples, "dfl_process_cpu_seconds_total") >= exported
 
-    # The first scrape was served inside an (other, network) scope; the second one sees it.
+    # The first scrape was served inside an (observe, network) scope; the second one sees it.
     _, samples = scrape(server)
-    assert value(samples, "dfl_cpu_seconds_total", task="other", category="network") > 0
+    assert value(samples, "dfl_cpu_seconds_total", task="observe", category="network") > 0
 
 
 def test_rejections_count_by_reason(metrics: NodeMetrics, server: MetricsServer) -> None:

@@ -7,13 +7,15 @@ figures do not depend on how fast this machine is; tolerances cover scheduler an
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from node.service.profiler import Profiler, cgroup_cpu_seconds, cgroup_memory_bytes
+from node.service.profiler import Profiler
+from node.service.resources import cgroup_cpu_seconds, cgroup_memory_bytes
 
 TOLERANCE = 0.02  # seconds of CPU a scope may gain from bookkeeping and clock granularity
 
@@ -244,12 +246,14 @@ def test_reset_forgets_totals() -> None:
 
 def test_cgroup_v2_usage_is_read_in_seconds(tmp_path: Path) -> None:
     (tmp_path / "cpu.stat").write_text("usage_usec 1500000\nuser_usec 1000000\n")
+    (tmp_path / "cgroup.procs").write_text(f"{os.getpid()}\n")  # the cgroup is this process's
     assert cgroup_cpu_seconds(tmp_path) == 1.5
 
 
 def test_cgroup_v1_usage_is_read_in_seconds(tmp_path: Path) -> None:
     (tmp_path / "cpuacct").mkdir()
     (tmp_path / "cpuacct" / "cpuacct.usage").write_text("2500000000\n")
+    (tmp_path / "cpuacct" / "cgroup.procs").write_text(f"{os.getpid()}\n")
     assert cgroup_cpu_seconds(tmp_path) == 2.5
 
 
@@ -261,6 +265,7 @@ def test_cgroup_reader_returns_none_without_a_cgroup(tmp_path: Path) -> None:
 def test_cgroup_v2_memory_leaves_out_inactive_page_cache(tmp_path: Path) -> None:
     (tmp_path / "memory.current").write_text("500000000\n")
     (tmp_path / "memory.stat").write_text("anon 300000000\ninactive_file 100000000\n")
+    (tmp_path / "cgroup.procs").write_text(f"{os.getpid()}\n")
     assert cgroup_memory_bytes(tmp_path) == 400_000_000
 
 
@@ -268,6 +273,7 @@ def test_cgroup_v1_memory_leaves_out_inactive_page_cache(tmp_path: Path) -> None
     (tmp_path / "memory").mkdir()
     (tmp_path / "memory" / "memory.usage_in_bytes").write_text("360000000\n")
     (tmp_path / "memory" / "memory.stat").write_text("cache 5\ntotal_inactive_file 60000000\n")
+    (tmp_path / "memory" / "cgroup.procs").write_text(f"{os.getpid()}\n")
     assert cgroup_memory_bytes(tmp_path) == 300_000_000
 
 

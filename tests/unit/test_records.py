@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from node.ledger import records
+from node.ledger.errors import RecordRejected, RejectReason
 from node.ledger.hashing import address_of, digest_message
 from node.ledger.keys import KeyFileError, NodeKey, verify_signature
-from node.ledger.validation import ValidationPolicy, validate_transaction
+from node.ledger.validation import ValidationPolicy, check_finite_weights, validate_transaction
 from proto.dfl.v1 import records_pb2 as pb
 from tests.support import key, tiny_genesis, tiny_weights
 
@@ -149,3 +151,18 @@ def test_a_missing_or_foreign_key_file_says_what_to_do(tmp_path) -> None:
     (tmp_path / "node_key.pem").write_text("not a key")
     with pytest.raises(KeyFileError, match="not a PEM P-256 key"):
         NodeKey.load(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_one_non_finite_weight_anywhere_is_found(bad: float) -> None:
+    for index in (0, 12_345, 99_999):
+        values = np.zeros(100_000, dtype="<f4")
+        values[index] = bad
+        with pytest.raises(RecordRejected) as caught:
+            check_finite_weights(values.tobytes())
+        assert caught.value.reason is RejectReason.NON_FINITE_WEIGHTS
+
+
+def test_finite_weights_whose_sum_overflows_are_still_finite() -> None:
+    check_finite_weights(np.full(1_000, 3e38, dtype="<f4").tobytes())  # the sum is inf
+    check_finite_weights(memoryview(np.full(10, -3e38, dtype="<f4").tobytes()))

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto.dfl.v1 import records_pb2 as proto_dot_dfl_dot_v1_dot_records__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17proto/dfl/v1/node.proto\x12\x06\x64\x66l.v1\x1a\x1aproto/dfl/v1/records.proto\"\x05\n\x03\x41\x63k\"\'\n\x06Sample\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\r\n\x05label\x18\x02 \x01(\r\".\n\x0bSampleBatch\x12\x1f\n\x07samples\x18\x01 \x03(\x0b\x32\x0e.dfl.v1.Sample\"!\n\rInjectSummary\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\"\x0f\n\rStatusRequest\"\xc7\x01\n\nNodeStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x16\n\x0egenesis_digest\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63hain_height\x18\x03 \x01(\x04\x12\x16\n\x0elocal_accuracy\x18\x04 \x01(\x01\x12\x19\n\x11samples_collected\x18\x05 \x01(\x04\x12\x19\n\x11transactions_sent\x18\x06 \x01(\x04\x12\x1d\n\x15transactions_received\x18\x07 \x01(\x04\x12\r\n\x05peers\x18\x08 \x03(\t\"\x0e\n\x0cModelRequest\"V\n\x0cModelWeights\x12\x16\n\x0egenesis_digest\x18\x01 \x01(\x0c\x12\x1d\n\x03ref\x18\x02 \x01(\x0b\x32\x10.dfl.v1.ModelRef\x12\x0f\n\x07weights\x18\x03 \x01(\x0c\"#\n\x0c\x43hainRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\"\x1d\n\x0cRoundRequest\x12\r\n\x05round\x18\x01 \x01(\x04\"\x1b\n\x0bPeerRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\"\x19\n\x08PeerList\x12\r\n\x05peers\x18\x01 \x03(\t\"N\n\x0cNetworkFault\x12\x10\n\x08\x64\x65lay_ms\x18\x01 \x01(\r\x12\x11\n\tjitter_ms\x18\x02 \x01(\r\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x0b\n\x03\x63ut\x18\x04 \x03(\t2\x91\x06\n\x04Node\x12=\n\rInjectSamples\x12\x13.dfl.v1.SampleBatch\x1a\x15.dfl.v1.InjectSummary(\x01\x12\x35\n\x11SubmitTransaction\x12\x13.dfl.v1.Transaction\x1a\x0b.dfl.v1.Ack\x12.\n\x10SubmitDraftBlock\x12\r.dfl.v1.Block\x1a\x0b.dfl.v1.Ack\x12=\n\x13SubmitConfirmations\x12\x19.dfl.v1.ConfirmationBatch\x1a\x0b.dfl.v1.Ack\x12/\n\x0eSubmitPowBlock\x12\x10.dfl.v1.PowBlock\x1a\x0b.dfl.v1.Ack\x12\x31\n\x0fSubmitBlockVote\x12\x11.dfl.v1.BlockVote\x1a\x0b.dfl.v1.Ack\x12@\n\x0eGetRoundModels\x12\x14.dfl.v1.RoundRequest\x1a\x18.dfl.v1.TransactionBatch\x12\x36\n\tGetStatus\x12\x15.dfl.v1.StatusRequest\x1a\x12.dfl.v1.NodeStatus\x12\x36\n\x08GetModel\x12\x14.dfl.v1.ModelRequest\x1a\x14.dfl.v1.ModelWeights\x12\x34\n\x0bStreamChain\x12\x14.dfl.v1.ChainRequest\x1a\r.dfl.v1.Block0\x01\x12\x30\n\x07\x41\x64\x64Peer\x12\x13.dfl.v1.PeerRequest\x1a\x10.dfl.v1.PeerList\x12\x33\n\nRemovePeer\x12\x13.dfl.v1.PeerRequest\x1a\x10.dfl.v1.PeerList\x12\x32\n\tListPeers\x12\x13.dfl.v1.PeerRequest\x1a\x10.dfl.v1.PeerList\x12=\n\x0fSetNetworkFault\x12\x14.dfl.v1.NetworkFault\x1a\x14.dfl.v1.NetworkFaultb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17proto/dfl/v1/node.proto\x12\x06\x64\x66l.v1\x1a\x1aproto/dfl/v1/records.proto\"\x05\n\x03\x41\x63k\"\'\n\x06Sample\x12\x0e\n\x06pixels\x18\x01 \x01(\x0c\x12\r\n\x05label\x18\x02 \x01(\r\".\n\x0bSampleBatch\x12\x1f\n\x07samples\x18\x01 \x03(\x0b\x32\x0e.dfl.v1.Sample\"!\n\rInjectSummary\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x04\"\x0f\n\rStatusRequest\"\xc7\x01\n\nNodeStatus\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\x0c\x12\x16\n\x0egenesis_digest\x18\x02 \x01(\x0c\x12\x14\n\x0c\x63hain_height\x18\x03 \x01(\x04\x12\x16\n\x0elocal_accuracy\x18\x04 \x01(\x01\x12\x19\n\x11samples_collected\x18\x05 \x01(\x04\x12\x19\n\x11transactions_sent\x18\x06 \x01(\x04\x12\x1d\n\x15transactions_received\x18\x07 \x01(\x04\x12\r\n\x05peers\x18\x08 \x03(\t\"%\n\x0cModelRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x0c\"z\n\x0cModelWeights\x12\x16\n\x0egenesis_digest\x18\x01 \x01(\x0c\x12\x1d\n\x03ref\x18\x02 \x01(\x0b\x32\x10.dfl.v1.ModelRef\x12\x0f\n\x07weights\x18\x03 \x01(\x0c\x12\x0f\n\x07version\x18\x04 \x01(\x0c\x12\x11\n\tunchanged\x18\x05 \x01(\x08\"#\n\x0c\x43hainRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\"\x1d\n\x0cRoundRequest\x12\r\n\x05round\x18\x01 \x01(\x04\"\x1b\n\x0bPeerRequest\x12\x0c\n\x04peer\x18\x01 \x01(\t\"\x19\n\x08PeerList\x12\r\n\x05peers\x18\x01 \x03(\t\"N\n\x0cNetworkFault\x12\x10\n\x08\x64\x65lay_ms\x18\x01 \x01(\r\x12\x11\n\tjitter_ms\x18\x02 \x01(\r\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x0b\n\x03\x63ut\x18\x04 \x03(\t2\x91\x06\n\x04Node\x12=\n\rInjectSamples\x12\x13.dfl.v1.SampleBatch\x1a\x15.dfl.v1.InjectSummary(\x01\x12\x35\n\x11SubmitTransaction\x12\x13.dfl.v1.Transaction\x1a\x0b.dfl.v1.Ack\x12.\n\x10SubmitDraftBlock\x12\r.dfl.v1.Block\x1a\x0b.dfl.v1.Ack\x12=\n\x13SubmitConfirmations\x12\x19.dfl.v1.ConfirmationBatch\x1a\x0b.dfl.v1.Ack\x12/\n\x0eSubmitPowBlock\x12\x10.dfl.v1.PowBlock\x1a\x0b.dfl.v1.Ack\x12\x31\n\x0fSubmitBlockVote\x12\x11.dfl.v1.BlockVote\x1a\x0b.dfl.v1.Ack\x12@\n\x0eGetRoundModels\x12\x14.dfl.v1.RoundRequest\x1a\x18.dfl.v1.TransactionBatch\x12\x36\n\tGetStatus\x12\x15.dfl.v1.StatusRequest\x1a\x12.dfl.v1.NodeStatus\x12\x36\n\x08GetModel\x12\x14.dfl.v1.ModelRequest\x1a\x14.dfl.v1.ModelWeights\x12\x34\n\x0bStreamChain\x12\x14.dfl.v1.ChainRequest\x1a\r.dfl.v1.Block0\x01\x12\x30\n\x07\x41\x64\x64Peer\x12\x13.dfl.v1.PeerRequest\x1a\x10.dfl.v1.PeerList\x12\x33\n\nRemovePeer\x12\x13.dfl.v1.PeerRequest\x1a\x10.dfl.v1.PeerList\x12\x32\n\tListPeers\x12\x13.dfl.v1.PeerRequest\x1a\x10.dfl.v1.PeerList\x12=\n\x0fSetNetworkFault\x12\x14.dfl.v1.NetworkFault\x1a\x14.dfl.v1.NetworkFaultb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,19 +45,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODESTATUS']._serialized_start=212
   _globals['_NODESTATUS']._serialized_end=411
   _globals['_MODELREQUEST']._serialized_start=413
-  _globals['_MODELREQUEST']._serialized_end=427
-  _globals['_MODELWEIGHTS']._serialized_start=429
-  _globals['_MODELWEIGHTS']._serialized_end=515
-  _globals['_CHAINREQUEST']._serialized_start=517
-  _globals['_CHAINREQUEST']._serialized_end=552
-  _globals['_ROUNDREQUEST']._serialized_start=554
-  _globals['_ROUNDREQUEST']._serialized_end=583
-  _globals['_PEERREQUEST']._serialized_start=585
-  _globals['_PEERREQUEST']._serialized_end=612
-  _globals['_PEERLIST']._serialized_start=614
-  _globals['_PEERLIST']._serialized_end=639
-  _globals['_NETWORKFAULT']._serialized_start=641
-  _globals['_NETWORKFAULT']._serialized_end=719
-  _globals['_NODE']._serialized_start=722
-  _globals['_NODE']._serialized_end=1507
+  _globals['_MODELREQUEST']._serialized_end=450
+  _globals['_MODELWEIGHTS']._serialized_start=452
+  _globals['_MODELWEIGHTS']._serialized_end=574
+  _globals['_CHAINREQUEST']._serialized_start=576
+  _globals['_CHAINREQUEST']._serialized_end=611
+  _globals['_ROUNDREQUEST']._serialized_start=613
+  _globals['_ROUNDREQUEST']._serialized_end=642
+  _globals['_PEERREQUEST']._serialized_start=644
+  _globals['_PEERREQUEST']._serialized_end=671
+  _globals['_PEERLIST']._serialized_start=673
+  _globals['_PEERLIST']._serialized_end=698
+  _globals['_NETWORKFAULT']._serialized_start=700
+  _globals['_NETWORKFAULT']._serialized_end=778
+  _globals['_NODE']._serialized_start=781
+  _globals['_NODE']._serialized_end=1566
 # @@protoc_insertion_point(module_scope)

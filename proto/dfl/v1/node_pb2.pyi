@@ -56,18 +56,24 @@ class NodeStatus(_message.Message):
     def __init__(self, address: _Optional[bytes] = ..., genesis_digest: _Optional[bytes] = ..., chain_height: _Optional[int] = ..., local_accuracy: _Optional[float] = ..., samples_collected: _Optional[int] = ..., transactions_sent: _Optional[int] = ..., transactions_received: _Optional[int] = ..., peers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ModelRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("known_version",)
+    KNOWN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    known_version: bytes
+    def __init__(self, known_version: _Optional[bytes] = ...) -> None: ...
 
 class ModelWeights(_message.Message):
-    __slots__ = ("genesis_digest", "ref", "weights")
+    __slots__ = ("genesis_digest", "ref", "weights", "version", "unchanged")
     GENESIS_DIGEST_FIELD_NUMBER: _ClassVar[int]
     REF_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     genesis_digest: bytes
     ref: _records_pb2.ModelRef
     weights: bytes
-    def __init__(self, genesis_digest: _Optional[bytes] = ..., ref: _Optional[_Union[_records_pb2.ModelRef, _Mapping]] = ..., weights: _Optional[bytes] = ...) -> None: ...
+    version: bytes
+    unchanged: bool
+    def __init__(self, genesis_digest: _Optional[bytes] = ..., ref: _Optional[_Union[_records_pb2.ModelRef, _Mapping]] = ..., weights: _Optional[bytes] = ..., version: _Optional[bytes] = ..., unchanged: _Optional[bool] = ...) -> None: ...
 
 class ChainRequest(_message.Message):
     __slots__ = ("from_height",)
