@@ -26,7 +26,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -114,9 +113,7 @@ class NodeBase:
         self._server: grpc.aio.Server | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_cpu_mark = 0.0
-        self._claimed_mark = 0.0
-        self._loop_thread = 0
+        self._loop_residual: loopcpu.LoopResidual | None = None  # set once the loop runs
         self.port: int | None = None
         self.metrics_port: int | None = None
         self._metrics_server: Any = None
@@ -197,9 +194,7 @@ class NodeBase:
                 self.config.metrics_port, host=self.config.listen
             )
             self.metrics_port = self.config.metrics_port
-        self._loop_thread = threading.get_ident()
-        self._loop_cpu_mark = time.thread_time()
-        self._claimed_mark = self.profiler.thread_seconds()
+        self._loop_residual = loopcpu.LoopResidual(self.profiler)
         self._spawn(self._tick_forever())
         log.info(
             "node %s (%s) listening on %s:%s, chain height %d, peers %s",
@@ -284,15 +279,8 @@ class NodeBase:
         os.replace(part, path)
 
     def _claim_loop_residual(self) -> None:
-        """Loop-thread CPU outside every callback (asyncio's own polling and bookkeeping) is the
-        idle loop: `observe`. Called on the loop thread."""
-        loop_cpu = time.thread_time()
-        claimed = self.profiler.thread_seconds(self._loop_thread)
-        residual = (loop_cpu - self._loop_cpu_mark) - (claimed - self._claimed_mark)
-        if residual > 0:
-            self.profiler.add("observe", "network", residual)
-        self._loop_cpu_mark = loop_cpu
-        self._claimed_mark = claimed
+        if self._loop_residual is not None:
+            self._loop_residual.claim()
 
     # --- the engine ----------------------------------------------------------------------------
 

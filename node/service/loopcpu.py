@@ -25,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import asyncio.events
 import contextvars
+import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -101,3 +103,22 @@ def context_for(task: str) -> contextvars.Context:
 def spawn(coroutine: Coroutine[Any, Any, Any], task: str) -> asyncio.Task[Any]:
     """Starts `coroutine` with its loop CPU charged to `task`."""
     return asyncio.get_running_loop().create_task(coroutine, context=context_for(task))
+
+
+class LoopResidual:
+    """The loop thread's CPU outside every callback (asyncio's own polling and bookkeeping):
+    the idle loop, charged to `observe`. Created and claimed on the loop thread."""
+
+    def __init__(self, profiler: Profiler) -> None:
+        self._profiler = profiler
+        self._thread = threading.get_ident()
+        self._cpu_mark = time.thread_time()
+        self._claimed_mark = profiler.thread_seconds(self._thread)
+
+    def claim(self) -> None:
+        cpu = time.thread_time()
+        claimed = self._profiler.thread_seconds(self._thread)
+        residual = (cpu - self._cpu_mark) - (claimed - self._claimed_mark)
+        if residual > 0:
+            self._profiler.add("observe", "network", residual)
+        self._cpu_mark, self._claimed_mark = cpu, claimed

@@ -120,36 +120,44 @@ class ResourceCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         memory = process_memory()
-        uss = GaugeMetricFamily(
-            "dfl_process_memory_uss_bytes",
-            "Memory only the node's process maps (unique set size): what stopping it frees.",
+        yield _maybe(
+            GaugeMetricFamily(
+                "dfl_process_memory_uss_bytes",
+                "Memory only the node's process maps (unique set size): what stopping it frees.",
+            ),
+            memory and memory.uss_bytes,
         )
-        pss = GaugeMetricFamily(
-            "dfl_process_memory_pss_bytes",
-            "The node's process's memory with shared pages divided among their users "
-            "(proportional set size): summed over a machine's nodes, what they take together.",
+        yield _maybe(
+            GaugeMetricFamily(
+                "dfl_process_memory_pss_bytes",
+                "The node's process's memory with shared pages divided among their users "
+                "(proportional set size): summed over a machine's nodes, what they take together.",
+            ),
+            memory and memory.pss_bytes,
         )
-        if memory is not None:
-            uss.add_metric((), memory.uss_bytes)
-            pss.add_metric((), memory.pss_bytes)
-        yield uss
-        yield pss
-        cpu = CounterMetricFamily(
-            "dfl_cgroup_cpu_seconds",
-            "CPU time of the node's cgroup (its container's); no sample where the node shares "
-            "its cgroup with other processes.",
+        yield _maybe(
+            CounterMetricFamily(
+                "dfl_cgroup_cpu_seconds",
+                "CPU time of the node's cgroup (its container's); no sample where the node "
+                "shares its cgroup with other processes.",
+            ),
+            cgroup_cpu_seconds(),
         )
-        if (seconds := cgroup_cpu_seconds()) is not None:
-            cpu.add_metric((), seconds)
-        yield cpu
-        cgroup_memory = GaugeMetricFamily(
-            "dfl_cgroup_memory_bytes",
-            "Memory of the node's cgroup (its container's) less inactive page cache; no sample "
-            "where the node shares its cgroup with other processes.",
+        yield _maybe(
+            GaugeMetricFamily(
+                "dfl_cgroup_memory_bytes",
+                "Memory of the node's cgroup (its container's) less inactive page cache; no "
+                "sample where the node shares its cgroup with other processes.",
+            ),
+            cgroup_memory_bytes(),
         )
-        if (used := cgroup_memory_bytes()) is not None:
-            cgroup_memory.add_metric((), used)
-        yield cgroup_memory
+
+
+def _maybe(family: GaugeMetricFamily | CounterMetricFamily, value: float | None) -> Metric:
+    """The family with its one sample, or declared without one when the figure is unknown."""
+    if value is not None:
+        family.add_metric((), value)
+    return family
 
 
 _REJECT_LABELS = frozenset(reason.label for reason in RejectReason)

@@ -256,10 +256,7 @@ class Profiler:
 
     def attributed_totals(self) -> dict[tuple[str, str], float]:
         """Scopes plus gRPC's threads: every CPU second the profiler can name a task for."""
-        totals = self.totals()
-        for key, seconds in self.apportioned().items():
-            totals[key] = totals.get(key, 0.0) + seconds
-        return totals
+        return _merged(self.totals(), self.apportioned())
 
     def counts(self) -> dict[tuple[str, str], int]:
         """How many scopes closed per (task, category)."""
@@ -306,9 +303,7 @@ class Profiler:
     def snapshot(self) -> dict[str, Any]:
         """JSON-ready totals and the process counters beside them, for `profile.json`."""
         apportioned = self.apportioned()  # read once, so that every figure below agrees
-        totals = self.totals()
-        for key, seconds in apportioned.items():
-            totals[key] = totals.get(key, 0.0) + seconds
+        totals = _merged(self.totals(), apportioned)
         counts = self.counts()
         profiled = sum(totals.values())
         process = self.process_cpu_seconds()
@@ -343,6 +338,14 @@ class Profiler:
             "cgroup_cpu_seconds": cgroup_cpu_seconds(),
             "blockchain_share": _blockchain_share(totals),
         }
+
+
+def _merged(
+    totals: dict[tuple[str, str], float], more: dict[tuple[str, str], float]
+) -> dict[tuple[str, str], float]:
+    for key, seconds in more.items():
+        totals[key] = totals.get(key, 0.0) + seconds
+    return totals
 
 
 def split_by_bytes(spent: float, moved: dict[str, int]) -> dict[tuple[str, str], float]:
