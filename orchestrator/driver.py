@@ -25,6 +25,8 @@ from typing import Any, Protocol
 import grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from node.service import tls as transport
+from node.service.config import TlsFiles
 from node.service.control import ControlSigner, Metadata
 from node.service.peers import CHANNEL_OPTIONS
 from orchestrator.datasets import load_dataset
@@ -255,6 +257,7 @@ async def drive(
     ready_timeout: float = READY_TIMEOUT,
     alongside: Callable[[Fleet, asyncio.Event, OrchestratorMetrics | None], Awaitable[bool]]
     | None = None,
+    tls: TlsFiles | None = None,
 ) -> None:
     """Injects, samples and watches the started nodes until `duration` ends or `stop` is set.
 
@@ -263,13 +266,17 @@ async def drive(
     given the fleet, an event set when the run ends and the exporter, and awaited before this
     returns, so while the nodes still run. If it ends on its own with True, so does the run
     (`dfl load --step`: after its last stage), at the next sample.
+
+    `tls`: the orchestrator's own certificate, when the nodes serve mutual TLS; by default the
+    fleet's `client_tls`, if it has one (a runtime that made the run's CA keeps it there).
     """
     spec = fleet.spec
     dataset = load_dataset(spec.dataset)
     samples = training_samples(spec, dataset)
     evaluator = TestSetEvaluator(spec.model, dataset, spec.evaluation.test_samples, seed=spec.seed)
+    tls = tls or getattr(fleet, "client_tls", None)
     channels = {
-        node.name: grpc.aio.insecure_channel(node.target, options=CHANNEL_OPTIONS)
+        node.name: transport.channel(node.target, tls, CHANNEL_OPTIONS, server_name=node.tls_name)
         for node in fleet.nodes
     }
     stubs = {name: node_pb2_grpc.NodeStub(channel) for name, channel in channels.items()}

@@ -18,6 +18,9 @@ class NodeEndpoint:
     port: int
     metrics_port: int  # 0: the node serves no /metrics
     address: str = ""  # filled in by the driver from GetStatus
+    # The name its TLS certificate carries, when the driver dials an address the certificate
+    # does not list (None: `host` itself is in it).
+    tls_name: str | None = None
 
     @property
     def target(self) -> str:

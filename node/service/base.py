@@ -51,7 +51,7 @@ from node.protocol.events import (
     Tick,
     TransactionReceived,
 )
-from node.service import loopcpu
+from node.service import health, loopcpu
 from node.service.admission import GENERATOR_PREFIX, Admission, generator_peer
 from node.service.chaindir import DataDirectoryError, open_chain
 from node.service.config import NodeConfig
@@ -69,6 +69,7 @@ from node.service.peers import (
 )
 from node.service.profiler import Profiler
 from node.service.rpc import Gate, Method, Refused
+from node.service.tls import add_port
 from proto.dfl.v1 import node_pb2
 
 log = logging.getLogger(__name__)
@@ -181,8 +182,8 @@ class NodeBase:
             maximum_concurrent_rpcs=self.limits.max_concurrent_rpcs,
             interceptors=[IncomingFaults(self.network_faults)],
         )
-        server.add_generic_rpc_handlers((self._rpc_handler(),))
-        self.port = server.add_insecure_port(f"{self.config.listen}:{self.config.port}")
+        self._health = await health.NodeHealth.install(server, self._rpc_handler())
+        self.port = add_port(server, f"{self.config.listen}:{self.config.port}", self.config.tls)
         if not self.port:
             raise OSError(f"cannot listen on {self.config.listen}:{self.config.port}")
         await server.start()
@@ -205,6 +206,7 @@ class NodeBase:
             self.store.height,
             ", ".join(self.config.peers) or "none",
         )
+        await self._health.serving(self.config, self.port)  # and the starting server lets go
 
     async def stop(self, grace: float = 1.0) -> None:
         self._stopping = True  # ML finishing from now on must not reach a closing store
@@ -212,7 +214,7 @@ class NodeBase:
         for task in list(self._background):
             task.cancel()
         if self._server is not None:
-            await self._server.stop(grace)
+            await self._health.stop(grace)  # NOT_SERVING, then the server stops
         for client in self._peers.values():
             await client.close()
         self._stop_workers()
@@ -248,6 +250,7 @@ class NodeBase:
             retries=self.config.peer_retries,
             on_failure=lambda target, code: self.metrics.send_failed(target, code),
             interceptors=[OutgoingFaults(self.network_faults, peer)],
+            tls=self.config.tls,
         )
 
     def _spawn(self, coroutine: Any, charged_to: str = "observe") -> None:

@@ -29,6 +29,21 @@ class NodeConfigError(Exception):
     """The configuration cannot start a node; the message names every bad field."""
 
 
+class TlsFiles(BaseModel):
+    """The PEM files of gRPC over TLS: the run's CA, this node's certificate and private key.
+
+    Every connection is mutual: a node serves only clients whose certificate the run's CA
+    signed, and trusts only servers it signed, so that a node of another run (or anything else
+    on the network) can neither send it records nor be taken for a peer.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
 class NodeConfig(BaseModel):
     """Every setting of one node; `load_node_config` builds it from a file and DFL_NODE_*.
 
@@ -38,6 +53,9 @@ class NodeConfig(BaseModel):
     before the commit, so that a crash test can SIGKILL the node in the middle of an append
     (node/service/crashpoint.py). While the file exists appends run as usual; deleting it arms
     the hook again. Only the node's own configuration sets it; nothing a peer sends can.
+    `hold_start` is the same kind of hook for start-up (node/service/health.py): the process
+    writes that file once it listens, and waits while the file exists (at most 60 s) before it
+    opens and verifies the chain, answering NOT_SERVING meanwhile.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -79,6 +97,8 @@ class NodeConfig(BaseModel):
     control_key_file: Path | None = None
     limits: dict[str, float] = Field(default_factory=dict)  # node/service/admission.py Limits
     hold_append: Path | None = None  # a test hook (see above)
+    hold_start: Path | None = None  # a test hook (see above)
+    tls: TlsFiles | None = None  # None: plaintext gRPC (h2c)
 
     @field_validator("peers", mode="before")
     @classmethod

@@ -30,17 +30,31 @@ def serve(args: argparse.Namespace) -> int:
     except NodeConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    # torch loads here, not at --help
-    from node.service.blade_server import BladeNode
-    from node.service.chaindir import DataDirectoryError
-    from node.service.server import DflNode
+    from node.service.health import StartingServer, hold_start
+    from node.service.tls import TlsFileError
 
-    try:
-        node = BladeNode(config) if config.protocol == "blade-fl" else DflNode(config)
-    except DataDirectoryError as error:
+    try:  # the port answers (NOT_SERVING) before torch loads and the chain is verified
+        starting = StartingServer(config)
+    except (TlsFileError, OSError) as error:  # a key others can read, a port in use
         print(f"error: {error}", file=sys.stderr)
         return 2
-    asyncio.run(node.serve_until_signalled())
+    with starting:  # until the node serves on the port, or failed to start
+        hold_start(config.hold_start)  # a test hook (NodeConfig's docstring)
+        # torch loads here, not at --help
+        from node.service.blade_server import BladeNode
+        from node.service.chaindir import DataDirectoryError
+        from node.service.server import DflNode
+
+        try:
+            node = BladeNode(config) if config.protocol == "blade-fl" else DflNode(config)
+        except DataDirectoryError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        try:
+            asyncio.run(node.serve_until_signalled())
+        except TlsFileError as error:  # a peer's channel: a missing certificate
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -15,6 +15,8 @@ import grpc
 
 from node.ledger.errors import RejectReason
 from node.protocol.events import MessageKind
+from node.service import tls as transport
+from node.service.config import TlsFiles
 from node.service.rpc import Refused
 from proto.dfl.v1 import node_pb2, records_pb2
 
@@ -68,15 +70,15 @@ class PeerClient:
         retries: int,
         on_failure: Callable[[str, str], None] = lambda peer, code: None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        tls: TlsFiles | None = None,
     ) -> None:
         self.target = target
         self._metadata = ((SENDER_METADATA, sender),)
         self._timeout = timeout
         self._retries = retries
         self._on_failure = on_failure
-        self._channel = grpc.aio.insecure_channel(
-            target, options=CHANNEL_OPTIONS, interceptors=list(interceptors)
-        )
+        # Over TLS when the node has certificates: the peer must show one of the run's CA.
+        self._channel = transport.channel(target, tls, CHANNEL_OPTIONS, interceptors)
         self._calls = {
             kind: self._channel.unary_unary(
                 f"/{SERVICE}/{method}",

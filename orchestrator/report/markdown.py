@@ -22,6 +22,7 @@ from orchestrator.report.cells import (
     table,
 )
 from orchestrator.report.cpu_table import NON_PROTOCOL_TASKS
+from orchestrator.report.hosts import hosts_section
 from orchestrator.report.markdown_chain import chain_section, plagiarism_section, pow_chain_section
 from orchestrator.report.markdown_faults import faults_section
 from orchestrator.report.markdown_load import load_section
@@ -78,6 +79,7 @@ def report_markdown(data: RunData, summary: RunSummary) -> str:
         else chain_section(summary),
         plagiarism_section(data, summary),
         _containers_section(data, summary),
+        hosts_section(data, summary),
         _counters_section(data, summary),
         _appendix(data),
     ]

@@ -97,6 +97,10 @@ def _read_run_info(directory: Path) -> RunInfo:
                 str(name): {str(state): int(count) for state, count in states.items()}
                 for name, states in raw.get("health", {}).items()
             },
+            hosts={str(k): str(v) for k, v in raw.get("hosts", {}).items()},
+            prometheus_targets={
+                str(k): str(v) for k, v in raw.get("prometheus_targets", {}).items()
+            },
         )
     except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise NotARunDirectory(f"{path} is not a valid run description: {error!r}") from None

@@ -112,6 +112,10 @@ class RunInfo:
     pow_difficulty: float | None = None  # BLADE-FL: expected hashes per block
     # docker runtime: each container's health states, counted at every sample
     health: dict[str, dict[str, int]] = field(default_factory=dict)
+    # swarm runtime: the Swarm node (hostname) each testbed node's task ran on, and what
+    # Prometheus found through DNS (each node's scrape health at the end)
+    hosts: dict[str, str] = field(default_factory=dict)
+    prometheus_targets: dict[str, str] = field(default_factory=dict)
 
     def node_names(self) -> dict[str, str]:
         """Hex address -> node name, for the nodes whose address run.json gives."""

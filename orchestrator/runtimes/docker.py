@@ -26,6 +26,9 @@ Before the nodes start, one throwaway container of the image imports the node's 
 kernel charges a file's page cache to the cgroup that reads it first, so without that the first
 node to start would be billed tens of MiB of the image's libraries and bytecode, which every
 node shares, and its memory figure would say more about start order than about the node.
+
+With `transport: {tls: true}` the run's CA issues each node a certificate, copied into its volume
+before it starts (orchestrator/runtimes/tls_files.py); the health check then speaks TLS too.
 """
 
 from __future__ import annotations
@@ -37,7 +40,6 @@ import logging
 import os
 import secrets
 import tarfile
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,12 +47,15 @@ from typing import Any
 
 import yaml
 
+from node.service.config import TlsFiles
 from node.service.control import ControlSigner
 from orchestrator.driver import RunFailed, run_experiment, write_run_info
 from orchestrator.endpoint import NodeEndpoint
 from orchestrator.exporter import OrchestratorMetrics
 from orchestrator.runtimes.local import free_ports
 from orchestrator.runtimes.settings import difficulty_for, experiment_settings
+from orchestrator.runtimes.tls_files import ContainerCertificates, health_settings
+from orchestrator.runtimes.tls_files import tar_of as _tar_of
 from orchestrator.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -70,6 +75,8 @@ STOP_GRACE = 15  # seconds between SIGTERM and SIGKILL
 # What a node imports before it listens: reading it once fills the page cache (module docstring).
 PRIME_COMMAND = ["python", "-c", "import node.service.server"]
 PRIME_TIMEOUT = 120  # seconds; an import takes a few on an idle host
+# Python 3.11.4's extraction filter, where there is one (the image's Debian Python is 3.11.2).
+SAFE_EXTRACT = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 HEALTH_OUTPUT_CHARS = 200  # of a failed check's output, kept per distinct message
 # As dashboards/prometheus.yml, with this run's nodes and the orchestrator on the host, which
 # the containers reach at the bridge's gateway address.
@@ -130,6 +137,8 @@ class DockerRun:
     # Failed checks by what they said (Docker keeps the last five; each is counted once).
     health_failures: dict[str, Counter[str]] = field(default_factory=dict)
     ready_timeout: float = 60.0  # how long the driver waits for every node to answer
+    certificates: ContainerCertificates | None = None  # the run's CA, when it uses TLS
+    client_tls: TlsFiles | None = None  # the orchestrator's certificate from it
     _checks_seen: dict[str, set[str]] = field(default_factory=dict)
 
     # --- the spec's process faults (orchestrator/faults.py ProcessFaults) ----------------------
@@ -205,6 +214,7 @@ class DockerRun:
             "metrics_port": METRICS_PORT,
             "peers": [f"{peer}:{GRPC_PORT}" for peer in peers],
             "control_key": [self.control.public_hex],
+            **(self.certificates.setting() if self.certificates else {}),
             **experiment_settings(self.spec, node.index, self.pow_difficulty),
         }
 
@@ -219,6 +229,9 @@ class DockerRun:
         spec = self.spec
         if spec.blade is not None and self.pow_difficulty is None:
             self.pow_difficulty = difficulty_for(spec)
+        if spec.transport.tls_or(False):
+            self.certificates = ContainerCertificates(self.prefix, self.out, DATA_PATH)
+            self.client_tls = self.certificates.client_tls
         self.network, addresses = self._create_network()
         peers = self.peer_names()
         limits: dict[str, Any] = {}
@@ -248,12 +261,15 @@ class DockerRun:
                     )
                 },
                 stop_signal="SIGTERM",
-                # The image's check, interval and timeout; only the start period is the run's.
-                healthcheck={"start_period": int(self.ready_timeout * 1e9)},
+                # The image's check, interval and timeout (over TLS if the run uses it); only the
+                # start period is the run's.
+                healthcheck=health_settings(self.certificates, self.ready_timeout),
                 **limits,
             )
             config = yaml.safe_dump(self.node_config(node, peers[name]))
             node.container.put_archive("/", _tar_of(CONFIG_PATH, config))
+            if self.certificates is not None:
+                node.container.put_archive(DATA_PATH, self.certificates.archive(name, node.host))
             self.nodes.append(node)
         self._create_prometheus()
 
@@ -491,25 +507,6 @@ def connect(image: str) -> Any:
     return client
 
 
-def _tar_of(path: str, text: str) -> bytes:
-    """A tar to unpack at / that creates `path` (an absolute path) and its folders."""
-    data = text.encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        parts = Path(path.lstrip("/")).parts
-        for depth in range(1, len(parts)):
-            folder = tarfile.TarInfo(str(Path(*parts[:depth])))
-            folder.type = tarfile.DIRTYPE
-            folder.mode = 0o755
-            archive.addfile(folder)
-        info = tarfile.TarInfo(str(Path(*parts)))
-        info.size = len(data)
-        info.mode = 0o644
-        info.mtime = int(time.time())
-        archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
-
-
 def _extract_into(chunks: Any, target: Path) -> None:
     """A `get_archive` stream of DATA_PATH, unpacked into target (without the top folder)."""
     buffer = io.BytesIO(b"".join(chunks))
@@ -519,7 +516,7 @@ def _extract_into(chunks: Any, target: Path) -> None:
             if not parts or member.issym() or member.islnk():
                 continue
             member.name = str(Path(*parts))
-            archive.extract(member, target, filter="data")
+            archive.extract(member, target, **SAFE_EXTRACT)
 
 
 def _quietly(call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -588,6 +585,7 @@ def run_docker(
                 name: dict(counts) for name, counts in run.health_failures.items() if counts
             },
             "resources": spec.resources.model_dump(),
+            "tls": run.certificates is not None,
         }
         if run.pow_difficulty is not None:
             extra["pow_difficulty"] = run.pow_difficulty

@@ -5,6 +5,10 @@ through their configs, injects samples at the spec's rate, samples every node's 
 accuracy into metrics.csv, and tears everything down at the end or on Ctrl-C. Children get
 SIGTERM (they close their chain cleanly) then SIGKILL, and on Linux they die with this process
 even if it is killed itself, so no run leaves orphans behind.
+
+With `transport: {tls: true}` the run makes its own CA (orchestrator/certificates.py) and every
+node gets a certificate for its name and 127.0.0.1 in DATA_DIR/tls, the orchestrator one of its
+own in the run directory's orchestrator/tls; the CA's key stays in this process's memory.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from typing import IO, Any
 
 import yaml
 
+from node.service.config import TlsFiles
 from node.service.control import ControlSigner
 from node.service.main import MALLOC_SETTING
+from orchestrator.certificates import RunAuthority, write_tls_files
 from orchestrator.driver import run_experiment, write_run_info
 from orchestrator.endpoint import NodeEndpoint
 from orchestrator.runtimes.settings import difficulty_for, experiment_settings
@@ -60,6 +66,7 @@ class LocalNode(NodeEndpoint):
     peers: list[str]
     process: subprocess.Popen[bytes] | None = None
     log_file: IO[bytes] | None = None
+    tls: TlsFiles | None = None  # its certificate, when the run uses TLS
 
 
 @dataclass
@@ -75,6 +82,7 @@ class LocalRun:
     elapsed: float | None = None  # how long it ran (a BLADE-FL run may end before its duration)
     control: ControlSigner = field(default_factory=ControlSigner.generate)  # the run's own key
     down: set[str] = field(default_factory=set)  # crashed or paused by the spec's faults
+    client_tls: TlsFiles | None = None  # the orchestrator's certificate, when the run uses TLS
 
     # --- the spec's process faults (orchestrator/faults.py ProcessFaults) ----------------------
 
@@ -114,8 +122,14 @@ class LocalRun:
             "metrics_port": node.metrics_port,
             "peers": node.peers,
             "control_key": [self.control.public_hex],
+            **({"tls": node.tls.model_dump(mode="json")} if node.tls is not None else {}),
             **experiment_settings(self.spec, node.index, self.pow_difficulty),
         }
+
+    @property
+    def tls(self) -> bool:
+        """Local processes talk plaintext unless the spec asks for TLS."""
+        return self.spec.transport.tls_or(False)
 
     def prepare(self) -> None:
         count = self.spec.nodes.count
@@ -124,6 +138,9 @@ class LocalRun:
         ports = free_ports(2 * count)
         names = [f"node{i}" for i in range(count)]
         neighbours = self.spec.neighbours()
+        authority = RunAuthority(f"{self.spec.name} {self.out.name}") if self.tls else None
+        if authority is not None:
+            self.client_tls = write_tls_files(self.out / "orchestrator", authority.orchestrator())
         for index, name in enumerate(names):
             node = LocalNode(
                 index=index,
@@ -134,6 +151,9 @@ class LocalRun:
                 peers=[f"127.0.0.1:{ports[2 * j]}" for j in sorted(neighbours[index])],
             )
             node.data_dir.mkdir(parents=True, exist_ok=True)
+            if authority is not None:
+                issued = authority.issue(name, ip_addresses=["127.0.0.1"])
+                node.tls = write_tls_files(node.data_dir, issued)
             (node.data_dir / "node.yaml").write_text(yaml.safe_dump(self.node_config(node)))
             self.nodes.append(node)
 
@@ -213,5 +233,7 @@ def write_run_json(run: LocalRun) -> None:
         node.name: [other.name for other in run.nodes if other.target in set(node.peers)]
         for node in run.nodes
     }
-    extra = {"pow_difficulty": run.pow_difficulty} if run.pow_difficulty is not None else {}
+    extra: dict[str, Any] = {"tls": run.tls}
+    if run.pow_difficulty is not None:
+        extra["pow_difficulty"] = run.pow_difficulty
     write_run_info(run, run.out, "local", peers, extra)

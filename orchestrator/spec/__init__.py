@@ -26,7 +26,9 @@ or sweep ever holds values that were not checked.
 Sections that may be left out take the paper's values (`dfl`: DflConfig's defaults;
 `topology`: full mesh; `evaluation`: 1000 test samples every 10 s); `spec_to_yaml` writes every
 value out, so a run directory can record exactly what ran, and `canonical_spec_json` /
-`spec_digest` name the experiment independently of how its file was written.
+`spec_digest` name the experiment independently of how its file was written. `transport`
+left out is the runtime's choice (plaintext for local and docker, mutual TLS for swarm) and is
+not written at all, so that the digests of specs from before it existed stay what they were.
 
 Modules: errors (Problem, SpecError), values (durations, strict types), sections (the section
 models), faults (the fault schedule), experiment (ExperimentSpec and what it derives), read
@@ -61,6 +63,7 @@ from orchestrator.spec.sections import (
     ResourcesSpec,
     SimSection,
     TopologySpec,
+    TransportSpec,
 )
 from orchestrator.spec.values import parse_seconds
 from orchestrator.spec.write import canonical_spec_json, spec_digest, spec_to_dict, spec_to_yaml
@@ -92,6 +95,7 @@ __all__ = [
     "SimSection",
     "SpecError",
     "TopologySpec",
+    "TransportSpec",
     "canonical_spec_json",
     "load_spec",
     "parse_override",

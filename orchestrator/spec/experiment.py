@@ -34,6 +34,7 @@ from orchestrator.datasets import DATASETS
 from orchestrator.partition import PartitionSpec
 from orchestrator.spec.errors import Location, check
 from orchestrator.spec.faults import AnyFault, Fault, FaultStep, schedule_problems, timeline
+from orchestrator.spec.placement import PlacementSpec
 from orchestrator.spec.sections import (
     BehaviourSpec,
     BladeSection,
@@ -43,6 +44,7 @@ from orchestrator.spec.sections import (
     ResourcesSpec,
     SimSection,
     TopologySpec,
+    TransportSpec,
 )
 from orchestrator.spec.values import Int, Model, Seconds, known
 from orchestrator.spec.write import spec_to_yaml
@@ -76,6 +78,8 @@ class ExperimentSpec(Model):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     sim: SimSection = Field(default_factory=SimSection)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    transport: TransportSpec = Field(default_factory=TransportSpec)  # TLS or not
+    placement: PlacementSpec | None = None  # the swarm runtime's (orchestrator/spec/placement.py)
     # After nodes and duration, which its check reads. BLADE-FL takes faults too: a crashed or
     # paused client is what its synchronous rounds are tested against.
     faults: tuple[Fault, ...] = ()
@@ -120,13 +124,25 @@ class ExperimentSpec(Model):
         check(schedule_problems(faults, nodes.count if nodes is not None else None, duration))
         return faults
 
+    @field_validator("placement")
+    @classmethod
+    def _placement_fits(cls, placement: PlacementSpec | None, info: ValidationInfo) -> Any:
+        nodes = info.data.get("nodes")
+        if placement is not None and nodes is not None:
+            check(placement.problems(nodes.count))
+        return placement
+
     @model_serializer(mode="wrap")
     def _without_empty_faults(self, handler: SerializerFunctionWrapHandler) -> Any:
         """No `faults` key when there are none, so that a spec written before faults existed
-        keeps its canonical JSON and digest (and runs recorded with it still match)."""
+        keeps its canonical JSON and digest (and runs recorded with it still match). The same
+        for a `transport` left to the runtime's default, so TLS changed no existing digest."""
         data = handler(self)
-        if not self.faults and isinstance(data, dict):
-            data.pop("faults", None)
+        if isinstance(data, dict):
+            if not self.faults:
+                data.pop("faults", None)
+            if self.transport.tls is None:
+                data.pop("transport", None)
         return data
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""The sections of a spec (nodes, topology, dfl, blade, evaluation, sim, resources).
+"""The sections of a spec (nodes, topology, dfl, blade, evaluation, sim, resources, transport).
 
 Each section checks what it can check on its own, by asking the component that will use a value
 (behaviours, aggregators, partitions, the DFL engine), so that the spec never accepts something a
@@ -27,7 +27,7 @@ from node.protocol.blade import BladeConfig
 from node.protocol.dfl import DflConfig
 from orchestrator.partition import PartitionSpec, parse_partition
 from orchestrator.spec.errors import Location, check
-from orchestrator.spec.values import Float, Int, Model, Seconds, named
+from orchestrator.spec.values import Bool, Float, Int, Model, Seconds, named
 
 TEST_SET_SIZE = 10_000  # MNIST and Fashion-MNIST alike
 MAX_TTL = DflConfig.max_ttl  # the most a receiver accepts
@@ -335,3 +335,20 @@ class ResourcesSpec(Model):
         if text is not None and not _MEMORY.fullmatch(text.strip().lower()):
             raise ValueError(f"{text!r}: write bytes with a unit, as Docker does: 768m, 2g")
         return None if text is None else text.strip().lower()
+
+
+class TransportSpec(Model):
+    """How nodes and the orchestrator talk: gRPC, over mutual TLS or in plaintext.
+
+    With `tls: true` the runtime makes a certificate authority for the run and a certificate
+    per node (orchestrator/certificates.py), and every connection, node to node and
+    orchestrator to node, is TLS both ways. Left out, each runtime takes its own default:
+    plaintext for `local` and `docker` (one machine, a network of the run's own), TLS for
+    `swarm` (traffic between hosts). The simulator has no network and ignores it.
+    """
+
+    tls: Bool | None = None  # None: the runtime's default
+
+    def tls_or(self, default: bool) -> bool:
+        """`tls` as written, else the runtime's `default`."""
+        return default if self.tls is None else self.tls

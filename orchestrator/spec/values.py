@@ -42,6 +42,7 @@ def parse_seconds(value: Any) -> float:
 
 
 Int = Annotated[int, Strict()]  # no "4" or true where a count belongs
+Bool = Annotated[bool, Strict()]  # no "yes", 1 or "true" where a switch belongs
 # Ints are fine, strings and booleans are not; nor are .inf and .nan, which no experiment means
 # and which the canonical JSON form (orchestrator/spec/write.py) could not write.
 Float = Annotated[float, Strict(), AllowInfNan(False)]

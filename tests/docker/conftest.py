@@ -167,3 +167,17 @@ def compose_stack(request, docker_images) -> Iterator[Stack]:
     }
     with brought_up(Stack(project, f"http://127.0.0.1:{port}", env), request) as stack:
         yield stack
+
+
+@pytest.fixture(scope="module")
+def engine(docker_images: None):
+    """A client of the engine, which has the node image (built from this checkout)."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+        client.images.get(os.environ.get("DFL_IMAGE", "dfl-testbed:latest"))
+    except docker.errors.DockerException as error:
+        pytest.fail(f"no Docker engine or image ({error}); run scripts/docker-setup first")
+    return client

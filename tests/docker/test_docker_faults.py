@@ -45,19 +45,6 @@ FAULTS = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def engine(docker_images: None):
-    import docker
-
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get(os.environ.get("DFL_IMAGE", "dfl-testbed:latest"))
-    except docker.errors.DockerException as error:
-        pytest.fail(f"no Docker engine or image ({error}); run scripts/docker-setup first")
-    return client
-
-
 @pytest.fixture
 def mnist(monkeypatch: pytest.MonkeyPatch) -> None:
     """The orchestrator (this process) injects MNIST: prepared once, shared with other tests."""

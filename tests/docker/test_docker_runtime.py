@@ -26,19 +26,6 @@ SPEC = REPO_ROOT / "experiments" / "compose-dfl.yaml"
 
 
 @pytest.fixture(scope="module")
-def engine(docker_images: None):
-    import docker
-
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get(os.environ.get("DFL_IMAGE", "dfl-testbed:latest"))
-    except docker.errors.DockerException as error:
-        pytest.fail(f"no Docker engine or image ({error}); run scripts/docker-setup first")
-    return client
-
-
-@pytest.fixture(scope="module")
 def data_env() -> dict[str, str]:
     """The orchestrator on the host injects MNIST: prepared once, shared with the other tests."""
     data = Path(os.environ.get(DATA_DIR_ENV) or REPO_ROOT / "data")

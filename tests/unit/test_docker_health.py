@@ -100,7 +100,7 @@ def test_a_node_that_never_answers_fails_the_check_after_its_timeout(
     silent_server: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert healthcheck.main(["--port", str(silent_server), "--timeout", "0.3"]) == 1
-    assert capsys.readouterr().out.startswith("unhealthy: GetStatus did not answer within 0.3 s")
+    assert capsys.readouterr().out.startswith("unhealthy: Health/Check did not answer within 0.3 s")
 
 
 def test_the_default_timeout_fits_a_starved_container_and_docker_s_limit() -> None:
