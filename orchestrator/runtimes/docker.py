@@ -53,7 +53,12 @@ from orchestrator.driver import RunFailed, run_experiment, write_run_info
 from orchestrator.endpoint import NodeEndpoint
 from orchestrator.exporter import OrchestratorMetrics
 from orchestrator.runtimes.local import free_ports
-from orchestrator.runtimes.settings import difficulty_for, experiment_settings
+from orchestrator.runtimes.settings import (
+    container_ready_timeout,
+    difficulty_for,
+    experiment_settings,
+    peer_names,
+)
 from orchestrator.runtimes.tls_files import ContainerCertificates, health_settings
 from orchestrator.runtimes.tls_files import tar_of as _tar_of
 from orchestrator.spec import ExperimentSpec
@@ -219,10 +224,7 @@ class DockerRun:
         }
 
     def peer_names(self) -> dict[str, list[str]]:
-        return {
-            f"node{index}": [f"node{peer}" for peer in sorted(peers)]
-            for index, peers in enumerate(self.spec.neighbours())
-        }
+        return peer_names(self.spec)
 
     def create(self) -> None:
         """Network, volumes and containers (created, not started), configs copied in."""
@@ -553,7 +555,7 @@ def run_docker(
         client,
         keep=keep,
         control=control or ControlSigner.generate(),
-        ready_timeout=60.0 + 6.0 * spec.nodes.count,
+        ready_timeout=container_ready_timeout(spec.nodes.count),
     )
 
     try:

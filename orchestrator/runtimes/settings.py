@@ -76,3 +76,16 @@ def blade_node_fields(spec: ExperimentSpec, difficulty: float | None) -> dict[st
     fields = dataclasses.asdict(blade.config(clients=spec.nodes.count))
     del fields["lazy"]  # the node knows once it has built its behaviour
     return {**fields, "difficulty": difficulty, "batch_size": blade.batch_size}
+
+
+def peer_names(spec: ExperimentSpec) -> dict[str, list[str]]:
+    """Each node's peers by name (`node3`), as the container runtimes' nodes know each other."""
+    return {
+        f"node{index}": [f"node{peer}" for peer in sorted(peers)]
+        for index, peers in enumerate(spec.neighbours())
+    }
+
+
+def container_ready_timeout(count: int) -> float:
+    """Seconds to wait for `count` containers to answer: each imports torch on a shared host."""
+    return 60.0 + 6.0 * count

@@ -55,7 +55,12 @@ from orchestrator.runtimes.docker import (
     _quietly,
     prometheus_image,
 )
-from orchestrator.runtimes.settings import difficulty_for, experiment_settings
+from orchestrator.runtimes.settings import (
+    container_ready_timeout,
+    difficulty_for,
+    experiment_settings,
+    peer_names,
+)
 from orchestrator.spec import ExperimentSpec
 
 log = logging.getLogger(__name__)
@@ -145,10 +150,7 @@ class SwarmRun:
         return f"node{index}:{GRPC_PORT}"
 
     def peer_names(self) -> dict[str, list[str]]:
-        return {
-            f"node{index}": [f"node{peer}" for peer in sorted(peers)]
-            for index, peers in enumerate(self.spec.neighbours())
-        }
+        return peer_names(self.spec)
 
     # --- before anything is created ------------------------------------------------------------
 
@@ -512,7 +514,7 @@ def run_swarm_inside(
         keep=keep,
         tls=spec.transport.tls is not False,  # on unless the spec says tls: false
         control=control or ControlSigner.generate(),
-        ready_timeout=60.0 + 6.0 * spec.nodes.count,
+        ready_timeout=container_ready_timeout(spec.nodes.count),
     )
     (out / "spec.yaml").write_text(spec.to_yaml())
     try:
