@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.service.control import (
     NONCE_HEADER,
@@ -210,6 +211,25 @@ def test_a_node_without_a_control_key_obeys_nobody(tmp_path: Path) -> None:
 # --- a node started by hand ----------------------------------------------------------------------
 
 
+def wait_until_serving(channel: grpc.Channel, timeout: float) -> None:
+    """Poll the node's health service until it says SERVING: its port opens while the chain
+    store is still verified, and until then `dfl.v1.Node` calls are UNAVAILABLE by design. A
+    poll, not a Watch: the server that answers during start-up hands the port over, ending its
+    calls."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            answer = stub.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+        time.sleep(0.2)
+    raise AssertionError(f"the node did not say SERVING within {timeout:.0f} s")
+
+
 def test_a_hand_started_node_answers_malformed_calls_in_one_line_each(tmp_path: Path) -> None:
     """`python -m node` as a user starts it: configured by environment only, its own process,
     its log a file; seven malformed calls give seven INVALID_ARGUMENTs, seven counts, at most
@@ -233,6 +253,7 @@ def test_a_hand_started_node_answers_malformed_calls_in_one_line_each(tmp_path: 
         target = f"127.0.0.1:{port}"
         with grpc.insecure_channel(target) as ch:
             grpc.channel_ready_future(ch).result(timeout=90)
+            wait_until_serving(ch, timeout=90)
             status = ch.unary_unary("/dfl.v1.Node/GetStatus")(b"", timeout=30)
             address = node_pb2.NodeStatus.FromString(status).address
             methods = ["GetStatus", "GetModel", "StreamChain", "AddPeer", "RemovePeer"]
