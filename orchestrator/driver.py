@@ -94,6 +94,7 @@ SUMMED_SAMPLES = {
     "dfl_mining_seconds_count": "mining_searches",
     "dfl_forks_total": "forks",
     "dfl_send_failures_total": "send_failures",
+    "dfl_rounds_total": "rounds",
 }
 # Samples copied as they are, when the node exports them: its process's own memory and CPU
 # wherever it runs, its cgroup's only where the cgroup is the node's alone (a container).
@@ -328,6 +329,11 @@ async def drive(
             if spec.blade is not None and _all_rounds_done(fleet, rows, spec.blade.rounds):
                 log.info("every client holds all %d blocks: the run is complete", spec.blade.rounds)
                 break
+            if spec.fedavg is not None and _all_rounds_done(
+                fleet, rows, spec.fedavg.rounds, "rounds"
+            ):
+                log.info("every node holds the global model of round %d: done", spec.fedavg.rounds)
+                break
             failed = [
                 f"{node.name} ({failure})"
                 for node in fleet.nodes
@@ -399,9 +405,13 @@ def _fault_runner(
     )
 
 
-def _all_rounds_done(fleet: Fleet, rows: dict[str, dict[str, float]], rounds: int) -> bool:
+def _all_rounds_done(
+    fleet: Fleet, rows: dict[str, dict[str, float]], rounds: int, column: str = "chain_height"
+) -> bool:
+    """Every node sampled holds `rounds` rounds by `column`: BLADE-FL's blocks, or FedAvg's
+    rounds (dfl_rounds_total: it keeps no chain)."""
     return len(rows) == len(fleet.nodes) and all(
-        row.get("chain_height", 0) >= rounds for row in rows.values()
+        row.get(column, 0) >= rounds for row in rows.values()
     )
 
 

@@ -28,7 +28,7 @@ BATCHES_PER_SECOND = 4
 
 
 class LocalDatasetFirst:
-    """A BLADE-FL client's samples: its fixed local dataset (disjoint from every other
+    """A BLADE-FL (or FedAvg) client's samples: its fixed local dataset (disjoint from every other
     client's, as the simulator hands out), then its stream, which fills its test shard."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, then: DrawsSamples) -> None:
@@ -51,9 +51,10 @@ def training_samples(spec: ExperimentSpec, dataset: Dataset) -> list[DrawsSample
     partition = Partition.build(spec.partition(), spec.nodes.count, dataset.train_labels, spec.seed)
     images, labels = dataset.train_images, dataset.train_labels
     streams = [partition.stream(index, images, labels) for index in range(spec.nodes.count)]
-    if spec.blade is None:
+    section = spec.blade or spec.fedavg  # the protocols whose clients keep a local dataset
+    if section is None:
         return streams
-    local = partition.local_datasets(labels, spec.blade.dataset_size)
+    local = partition.local_datasets(labels, section.dataset_size)
     return [
         LocalDatasetFirst(images[picks], labels[picks], stream)
         for picks, stream in zip(local, streams, strict=True)

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import grpc
 import numpy as np
 
 from node.ledger import records
+from node.ledger.audit import Inconsistency
+from node.ledger.errors import RejectReason
 from node.ledger.keys import NodeKey
 from node.ledger.store import ChainStore
 from node.protocol.blade import BladeConfig, BladeEngine
 from node.protocol.dfl import DflConfig, DflEngine
 from node.protocol.events import BufferedModel, SamplesCollected
 from node.protocol.events import PoolModel as BladeModel
+from orchestrator.chain_audit import audit_run_directory
+from orchestrator.report import SUMMARY_FILE, render_report
 from orchestrator.runtimes.memory import MemoryNetwork, MemoryNode, inject_steadily
 from proto.dfl.v1 import records_pb2 as pb
+
+if TYPE_CHECKING:
+    from tests.integration.live import LiveNetwork
 
 # A small DFL experiment the simulator runs in seconds: four MLP nodes on a ring, 100 ticks.
 SMALL_DFL = {
@@ -31,6 +41,17 @@ SMALL_DFL = {
     "topology": {"kind": "ring"},
     "dfl": {"fedavg_buffer": 2, "transactions_per_block": 3, "aggregator": "reputation-0.05"},
     "sim": {"training_interval": [4, 6], "accuracy_interval": 10},
+}
+
+# The BLADE-FL counterpart: four MLP clients, each test adding its own `name` and `blade` section
+# (rounds and budget differ by what the test needs to see).
+SMALL_BLADE = {
+    "protocol": "blade-fl",
+    "seed": 2,
+    "duration": 500,
+    "model": "mlp",
+    "dataset": "mnist",
+    "nodes": {"count": 4, "distribution": "iid"},
 }
 
 TINY_LAYERS = (("fc.weight", (3, 4)), ("fc.bias", (3,)))
@@ -170,3 +191,39 @@ def blade_network(
     for index, name in enumerate(NAMES):
         network.schedule(0.1 + 0.05 * index, name, SamplesCollected(config.dataset_size))
     return network
+
+
+# --- the chain audit ----------------------------------------------------------------------------
+
+
+def assert_audit_passes(*run_dirs: Path) -> None:
+    """`dfl chain audit RUN_DIR` finds nothing inconsistent in each (a run without chains
+    passes too): called after every test that makes a run directory, so that every runtime's
+    chains are audited against each other and the experiment, not only verified one by one."""
+    for run_dir in run_dirs:
+        try:
+            audit_run_directory(Path(run_dir))
+        except Inconsistency as error:
+            raise AssertionError(f"dfl chain audit {run_dir}: {error}") from None
+
+
+# --- live runs (tests/integration) --------------------------------------------------------------
+
+
+def assert_refused(error: grpc.RpcError | None, reason: RejectReason, what: str) -> None:
+    """`error` (from tests.integration.live.submit) is the refusal `reason` names, in its gRPC
+    status and its details: every protocol's node must answer a bad record the same way."""
+    assert error is not None, f"{what} that should fail with {reason.label} was accepted"
+    assert error.code() == grpc.StatusCode[reason.grpc_status]
+    assert error.details().startswith(reason.label), error.details()
+
+
+def finished_summary(network: LiveNetwork, *, audit: bool = False) -> dict[str, Any]:
+    """The live run ended and checked (its chains audited too, with `audit`), its report
+    rendered, and its summary: what every protocol's end-of-run tests read."""
+    network.finish()
+    network.check()
+    if audit:
+        assert_audit_passes(network.out)
+    render_report(network.out)
+    return json.loads((network.out / SUMMARY_FILE).read_text())

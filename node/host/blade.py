@@ -29,6 +29,13 @@ from node.learning.training import train_epochs
 from node.protocol.events import PoolModel
 
 
+def average_models(models: Sequence[np.ndarray]) -> np.ndarray:
+    """FedAvg of a block's models, as every client computes its next global model: a float64
+    mean cast to float32. A function of its own so that an audit of a chain (`dfl chain
+    contributions`) derives each round's previous global model exactly as the clients did."""
+    return np.stack(models).mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
 class BladeHost:
     """One client's dataset, global model and behaviour. Thread-safe for one ML worker."""
 
@@ -106,8 +113,7 @@ class BladeHost:
         """FedAvg of the block's models becomes the global model; returns their resemblances."""
         decoded = [(m.generator.hex(), decode_f32le(m.model, self.shapes)) for m in models]
         previous = self.global_weights
-        stacked = np.stack([w for _, w in decoded])
-        self.global_weights = stacked.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self.global_weights = average_models([w for _, w in decoded])
         self.learner.set_weights(self.global_weights)
         if not self.measures:
             return []

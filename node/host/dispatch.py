@@ -7,6 +7,10 @@ in the simulator, so it lives here. What differs between runtimes is only how th
 how messages travel, behind `Effects`: a node runs ML on a worker thread and sends over gRPC,
 the in-memory network runs ML inline and delivers in virtual time.
 
+FedAvg has no dispatcher of its own making: its engine speaks BLADE-FL's actions to BLADE-FL's
+host, and FedAvgDispatcher differs only in telling the engine the global model an aggregation
+made (RoundAggregated), in its tasks, and in charging no engine work to the chain it lacks.
+
 A `HostObserver` hears of finished ML work (a node updates its metrics and rounds.jsonl, the
 simulator records reputations); it never changes what the engine is told.
 """
@@ -40,6 +44,7 @@ from node.protocol.events import (
     Plagiarize,
     PoolModel,
     PowBlockReceived,
+    RoundAggregated,
     SamplesCollected,
     Send,
     StopMining,
@@ -76,6 +81,10 @@ class BladeModelHost(Protocol):
     def plagiarize(self, round: int, models: Sequence[bytes]) -> bytes: ...
 
     def aggregate_round(self, round: int, models: Sequence[PoolModel]) -> Any: ...
+
+    def weights(self) -> bytes:
+        """The global model, raw f32le: what FedAvg's aggregator sends its clients."""
+        ...
 
 
 class Effects(Protocol):
@@ -164,6 +173,18 @@ BLADE_TASK_OF_EVENT: dict[type, str] = {
     GeneratorsRefused: "other",
 }
 
+# FedAvg: `aggregate` is its rounds' coordination (taking in models, the round timeout, sending
+# the global model); the averaging itself is `update_model`, as for BLADE-FL's blocks.
+FEDAVG_TASK_OF_EVENT: dict[type, str] = {
+    SamplesCollected: "train",
+    LocalModelReady: "train",  # framing and sending the client's model
+    TransactionReceived: "aggregate",  # a client's model at the aggregator, the global at a client
+    RoundAggregated: "aggregate",  # sending the global model, opening the next round
+    Tick: "aggregate",  # the round timeout
+    PeersChanged: "other",
+    GeneratorsRefused: "other",
+}
+
 
 # Handling these is the engine's learning state (counting samples toward the next training),
 # not ledger work: charged to "ml". Every other event's handling is "blockchain".
@@ -175,10 +196,21 @@ def engine_category(event: object) -> str:
     return "ml" if type(event) in LEARNING_EVENTS else "blockchain"
 
 
+# FedAvg's engine keeps no ledger: what it does is learning bookkeeping (samples, the round's
+# timer) or moving models (framing, checking what came in, sending): "ml" or "network", never
+# "blockchain", so its blockchain CPU is 0 by construction.
+FEDAVG_LEARNING_EVENTS: frozenset[type] = frozenset({SamplesCollected, Tick})
+
+
+def fedavg_engine_category(event: object) -> str:
+    return "ml" if type(event) in FEDAVG_LEARNING_EVENTS else "network"
+
+
 class DflDispatcher:
     """DFL's actions for one node: `dispatcher(action)` for each action the engine returns."""
 
     task_of_event = DFL_TASK_OF_EVENT
+    engine_category = staticmethod(engine_category)  # the category of the engine's handling
 
     def __init__(
         self, host: DflModelHost, effects: DflEffects, observer: HostObserver | None = None
@@ -225,6 +257,7 @@ class BladeDispatcher:
     """BLADE-FL's actions for one client."""
 
     task_of_event = BLADE_TASK_OF_EVENT
+    engine_category = staticmethod(engine_category)
 
     def __init__(
         self,
@@ -275,3 +308,31 @@ class BladeDispatcher:
                 effects.fetch_chain(peer)
             case _:
                 raise TypeError(f"not a BLADE-FL action: {action!r}")
+
+
+class FedAvgDispatcher(BladeDispatcher):
+    """FedAvg's actions for one node, on BLADE-FL's host: the same training and averaging, and
+    the engine hears each aggregation's global model (RoundAggregated) to send or adopt it."""
+
+    task_of_event = FEDAVG_TASK_OF_EVENT
+    engine_category = staticmethod(fedavg_engine_category)
+
+    def __call__(self, action: Any) -> None:
+        match action:
+            case AggregateRound(round, models):
+                host = self.host
+                self.effects.run_ml(
+                    "update_model",
+                    lambda: (host.aggregate_round(round, models), host.weights()),
+                    lambda done: self._aggregated(round, models, *done),
+                )
+            case TrainLocal() | Send():
+                super().__call__(action)
+            case _:  # the chain's actions (mining, blocks) and copying a peer's model
+                raise TypeError(f"not a FedAvg action: {action!r}")
+
+    def _aggregated(
+        self, round: int, models: Sequence[PoolModel], found: Any, weights: bytes
+    ) -> RoundAggregated:
+        self.observer.round_aggregated(round, models, found or ())
+        return RoundAggregated(round, weights)

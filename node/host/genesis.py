@@ -69,3 +69,16 @@ def blade_extras(
         "dataset_size": dataset_size,
         "batch_size": batch_size,
     }
+
+
+def fedavg_extras(
+    *, rounds: int, local_epochs: int, dataset_size: int, batch_size: int
+) -> dict[str, object]:
+    """FedAvg's parameters that every node must agree on, as genesis hyperparameters (there is
+    no chain to carry the genesis, but it names the experiment in every model's frame)."""
+    return {
+        "rounds": rounds,
+        "local_epochs": local_epochs,
+        "dataset_size": dataset_size,
+        "batch_size": batch_size,
+    }

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from node.datadir import SAMPLES_FILE
+from node.datadir import SAMPLES_FILE, replace_text
 
 Batch = tuple[np.ndarray, np.ndarray]  # uint8 images (n, 28, 28), int64 labels (n,)
 
@@ -146,9 +145,8 @@ class SampleLog:
         digest = self.digest
         if digest is None or self.written:
             return False
-        path = directory / SAMPLES_FILE
-        part = path.with_suffix(".json.part")
-        part.write_text(json.dumps({"samples": self.limit, "sha256": digest}))
-        os.replace(part, path)
+        replace_text(
+            directory / SAMPLES_FILE, json.dumps({"samples": self.limit, "sha256": digest})
+        )
         self.written = True
         return True

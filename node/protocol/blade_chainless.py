@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from node.protocol.blade_rounds import BladeConfig, Phase, maybe_copy, open_round
+from node.protocol.blade_rounds import BladeConfig, Phase, RoundEngine, maybe_copy, open_round
 from node.protocol.events import (
     AggregateRound,
     BladeAction,
@@ -49,27 +49,21 @@ class ChainlessBladeState:
     counters: Counter[str] = field(default_factory=Counter)
 
 
-class ChainlessBladeEngine:
+class ChainlessBladeEngine(RoundEngine):
     """One client of the paper's BLADE-FL code; `address`, its ledger address, is its model id."""
+
+    state: ChainlessBladeState
 
     def __init__(self, address: bytes, config: BladeConfig, *, peers: tuple[str, ...] = ()) -> None:
         self.address = address
         self.config = config
         self.state = ChainlessBladeState(peers=tuple(peers))
 
-    @property
-    def finished(self) -> bool:
-        return self.state.phase is Phase.DONE
-
     def handle(self, event: BladeEvent, now: float) -> list[BladeAction]:
         state = self.state
         match event:
             case SamplesCollected(count):
-                state.samples += max(count, 0)
-                if (
-                    state.phase is not Phase.WAITING_FOR_DATA
-                    or state.samples < self.config.dataset_size
-                ):
+                if not self._collected(count) or state.samples < self.config.dataset_size:
                     return []
                 return self._open(state.closed + 1, now)
             case LocalModelReady(round, model):

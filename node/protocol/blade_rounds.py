@@ -1,7 +1,8 @@
 """BLADE-FL's rounds as both of its engines run them: parameters, phases, opening, copying.
 
 Two rules. First, what a round is exists here once, for the engine with the chain (blade.py)
-and the one without (blade_chainless.py): a client trains only once it holds its whole dataset,
+and the one without (blade_chainless.py), and for FedAvg's clients (fedavg.py), which open
+rounds by the same rule: a client trains only once it holds its whole dataset,
 a lazy client copies instead of training, once every peer's model of the round is in or
 `lazy_wait` after the first, and K rounds end the experiment. Second, they know nothing but the
 round state they are handed: no clock, no transport, no chain.
@@ -34,22 +35,14 @@ class BladeConfig:
     max_message_bytes: int = 16 * 1024 * 1024
 
     def __post_init__(self) -> None:
-        problems = [
-            name
-            for name, ok in (
-                ("clients", self.clients >= 1),
-                ("rounds", self.rounds >= 1),
-                ("local_iterations", self.local_iterations >= 1),
-                ("dataset_size", self.dataset_size >= 1),
-                ("collect_timeout", self.collect_timeout > 0),
-                ("vote_timeout", self.vote_timeout > 0),
-                ("lazy_wait", self.lazy_wait >= 0),
-                ("fetch_retry", self.fetch_retry > 0),
-            )
-            if not ok
-        ]
-        if problems:
-            raise ValueError(f"invalid BLADE-FL config field(s): {', '.join(problems)}")
+        check_config(
+            "BLADE-FL",
+            self,
+            ("collect_timeout", self.collect_timeout > 0),
+            ("vote_timeout", self.vote_timeout > 0),
+            ("lazy_wait", self.lazy_wait >= 0),
+            ("fetch_retry", self.fetch_retry > 0),
+        )
 
     @property
     def majority(self) -> int:
@@ -66,7 +59,45 @@ class Phase(enum.Enum):
     COLLECTING = "collecting"  # our model is in the pool; the others' are on their way
     MINING = "mining"
     VOTING = "voting"  # we voted at the next height; a block with a majority ends the round
+    AGGREGATING = "aggregating"  # FedAvg only: the host is making (or adopting) the global model
     DONE = "done"  # K rounds aggregated
+
+
+class RoundRules(Protocol):
+    """What opening a round reads of an engine's config (BladeConfig, FedAvgConfig)."""
+
+    @property
+    def clients(self) -> int: ...
+
+    @property
+    def rounds(self) -> int: ...
+
+    @property
+    def local_iterations(self) -> int: ...
+
+    @property
+    def dataset_size(self) -> int: ...
+
+    @property
+    def lazy(self) -> bool: ...
+
+
+def check_config(protocol: str, config: RoundRules, *checks: tuple[str, bool]) -> None:
+    """Raises ValueError naming every invalid field, the round's own first, then `checks`'
+    (name, valid) pairs: every engine's config is refused in the same words."""
+    problems = [
+        name
+        for name, ok in (
+            ("clients", config.clients >= 1),
+            ("rounds", config.rounds >= 1),
+            ("local_iterations", config.local_iterations >= 1),
+            ("dataset_size", config.dataset_size >= 1),
+            *checks,
+        )
+        if not ok
+    ]
+    if problems:
+        raise ValueError(f"invalid {protocol} config field(s): {', '.join(problems)}")
 
 
 class RoundState(Protocol):
@@ -79,8 +110,25 @@ class RoundState(Protocol):
     counters: Counter[str]
 
 
+class RoundEngine:
+    """What every engine running these rounds does alike: it is finished after K rounds, and
+    collected samples count toward the dataset a round waits for."""
+
+    state: RoundState
+
+    @property
+    def finished(self) -> bool:
+        return self.state.phase is Phase.DONE
+
+    def _collected(self, count: int) -> bool:
+        """Counts `count` more samples; True while the client waits for data, the one phase
+        in which samples can open its round."""
+        self.state.samples += max(count, 0)
+        return self.state.phase is Phase.WAITING_FOR_DATA
+
+
 def open_round(
-    state: RoundState, config: BladeConfig, round: int, peer_models: Sequence[bytes], now: float
+    state: RoundState, config: RoundRules, round: int, peer_models: Sequence[bytes], now: float
 ) -> list[BladeAction]:
     """Starts `round`: a client trains only on its whole dataset, a lazy one copies instead."""
     state.round = round
@@ -93,6 +141,7 @@ def open_round(
         state.phase = Phase.COPYING
         if peer_models:  # they came while we were finishing the last round
             state.first_peer_model_at = now
+        assert isinstance(config, BladeConfig), "only BLADE-FL's clients copy a peer's model"
         return maybe_copy(state, config, peer_models, now)
     else:
         state.phase = Phase.TRAINING

@@ -1,4 +1,4 @@
-"""Every event and action the protocol engines speak, DFL and BLADE-FL alike.
+"""Every event and action the protocol engines speak, DFL, BLADE-FL and FedAvg alike.
 
 Two rules. First, this module is the whole vocabulary between an engine and its host: an event
 is something the host tells an engine (samples arrived, a record came in, ML work finished, time
@@ -7,8 +7,9 @@ neither kind exists anywhere else. Second, nothing here knows where it runs: a g
 simulator and a test build and read the same values, with `now` in seconds of whatever clock the
 host keeps.
 
-The first section is what both protocols share (a host feeds either engine samples, records,
-peers and ticks, and sends what either asks to send the same way); then each protocol's own.
+The first section is what every protocol shares (a host feeds any engine samples, records,
+peers and ticks, and sends what any asks to send the same way); then each protocol's own.
+FedAvg speaks BLADE-FL's vocabulary (the same ML host serves both) plus one event of its own.
 """
 
 from __future__ import annotations
@@ -277,7 +278,7 @@ class PoolModel:
 
     generator: bytes
     transaction_digest: bytes
-    model: bytes
+    model: ModelBytes
 
 
 @dataclass(frozen=True)
@@ -318,3 +319,29 @@ BladeAction = (
     | TruncateChain
     | FetchChain
 )
+
+
+# --- FedAvg events (its actions are BLADE-FL's: TrainLocal, AggregateRound, Send) --------------
+
+
+@dataclass(frozen=True)
+class RoundAggregated:
+    """The host answered AggregateRound: `model` (raw f32le) is the global model of `round`.
+
+    BLADE-FL's clients each average the block themselves and need nothing back; FedAvg's
+    aggregator must send the one average to every client, so the engine has to hear it."""
+
+    round: int
+    model: bytes
+
+
+FedAvgEvent = (
+    SamplesCollected
+    | LocalModelReady
+    | TransactionReceived
+    | RoundAggregated
+    | PeersChanged
+    | GeneratorsRefused
+    | Tick
+)
+FedAvgAction = TrainLocal | Send | AggregateRound

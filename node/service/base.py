@@ -12,10 +12,9 @@ and what the loop thread spends otherwise (gRPC's Python side, sending and recei
 is generate_transaction's, a receipt sent back receive_transaction's, the orchestrator's calls
 and the idle loop are `observe`. gRPC's C threads are charged by bytes (Profiler.apportioned).
 
-A protocol's node (server.py for DFL, blade_server.py for BLADE-FL) supplies the engine, the ML
-host and its dispatcher (node/host/: the same ones the simulator runs), the events its RPCs turn
-into and the effects only a process has (sending over gRPC, mining on a thread); everything else
-is here.
+A protocol's node (server.py, blade_server.py, fedavg_server.py) supplies the engine, the ML host
+and its dispatcher (node/host/: the same ones the simulator runs), the events its RPCs turn into
+and the effects only a process has (sending over gRPC, mining on a thread); the rest is here.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import signal
 import socket
 import time
@@ -35,9 +33,9 @@ import grpc
 import numpy as np
 
 from node import seeds
-from node.datadir import PROFILE_FILE
+from node.datadir import PROFILE_FILE, replace_text
 from node.host.checkpoint import Checkpoint, CheckpointError, SavedModel
-from node.host.dispatch import BladeDispatcher, DflDispatcher, engine_category
+from node.host.dispatch import BladeDispatcher, DflDispatcher
 from node.host.genesis import experiment_genesis
 from node.learning.training import Learner
 from node.ledger.errors import RecordRejected, RejectReason
@@ -81,10 +79,8 @@ MAX_PEERS = 256
 
 
 class NodeBase:
-    """Lifecycle, RPC plumbing, profiling and peers; subclasses set `engine`, `host`, `store`.
-
-    `await node.start()`, then `await node.stop()`.
-    """
+    """Lifecycle, RPC plumbing, profiling and peers; subclasses set `engine`, `host`, `store`;
+    `await node.start()`, then `await node.stop()`."""
 
     dispatch: DflDispatcher | BladeDispatcher
 
@@ -134,7 +130,7 @@ class NodeBase:
             extra=extra,
         )
         self.genesis = genesis
-        self.store = open_chain(self.config, self.key, genesis)
+        self.store = self._open_store(genesis)
         if config.hold_append is not None:  # a test hook (NodeConfig's docstring)
             self.store.inside_append = hold_inside_append(config.hold_append)
         self.checkpoint = Checkpoint(config.data_dir, genesis)
@@ -142,6 +138,10 @@ class NodeBase:
         self.metrics.set_info(self.key.address.hex(), genesis.digest.hex())
         self.metrics.set_chain_height(self.store.height)
         self.metrics.set_peers(self.config.peers)
+
+    def _open_store(self, genesis: Any) -> Any:
+        """The chain that continues `genesis` (a protocol without a chain returns a stand-in)."""
+        return open_chain(self.config, self.key, genesis)
 
     def _saved_model(self) -> SavedModel | None:
         """The data directory's checkpoint, if any; one that does not fit this experiment stops
@@ -276,10 +276,9 @@ class NodeBase:
 
     def write_profile(self) -> None:
         """profile.json in the data directory, replaced atomically (a killed node leaves one)."""
-        path = self.config.data_dir / PROFILE_FILE
-        part = path.with_suffix(".json.part")
-        part.write_text(json.dumps(self.profiler.snapshot(), indent=1))
-        os.replace(part, path)
+        replace_text(
+            self.config.data_dir / PROFILE_FILE, json.dumps(self.profiler.snapshot(), indent=1)
+        )
 
     def _claim_loop_residual(self) -> None:
         if self._loop_residual is not None:
@@ -291,7 +290,7 @@ class NodeBase:
         """Feeds the engine; raises RecordRejected (after counting it) for a bad record."""
         task = self.dispatch.task_of_event[type(event)]
         try:
-            with self.profiler.measure(task, engine_category(event)):
+            with self.profiler.measure(task, self.dispatch.engine_category(event)):
                 actions = self.engine.handle(event, time.time())
         except RecordRejected as rejected:
             self.metrics.rejected(rejected.reason.label)

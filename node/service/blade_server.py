@@ -19,24 +19,17 @@ and aggregating its round resumes from the round before (the log line says which
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
 from typing import Any
 
 import grpc
-import numpy as np
 
-from node.datadir import ROUNDS_FILE
-from node.host.blade import BladeHost
-from node.host.dispatch import BladeDispatcher, HostObserver
+from node.host.dispatch import BladeDispatcher
 from node.host.genesis import blade_extras
 from node.host.resemblance import Resemblance
-from node.learning.behaviours import make_behaviour
-from node.learning.training import configure_torch
 from node.ledger.pow import MiningResult, mine
 from node.protocol.blade import BladeEngine
 from node.protocol.events import (
@@ -48,7 +41,7 @@ from node.protocol.events import (
     VoteReceived,
 )
 from node.service import loopcpu
-from node.service.base import NodeBase
+from node.service.blade_host_node import BladeHostNode
 from node.service.config import NodeConfig
 from node.service.rpc import Method
 from proto.dfl.v1 import node_pb2, records_pb2
@@ -58,22 +51,13 @@ log = logging.getLogger(__name__)
 MINING_CHUNK = 25_000
 
 
-class BladeNode(NodeBase, HostObserver):
+class BladeNode(BladeHostNode):
     """Everything one BLADE-FL client process runs."""
 
     def __init__(self, config: NodeConfig) -> None:
         super().__init__(config)
-        configure_torch(config.torch_threads)
-        behaviour = make_behaviour(config.behaviour, **config.behaviour_options)
-        protocol = config.blade_config(lazy=behaviour.copies_peers)
-        self.host = BladeHost(
-            model=config.model,
-            seed=config.seed,
-            index=config.index,
-            behaviour=behaviour,
-            dataset_size=protocol.dataset_size,
-            batch_size=config.local_batch_size,
-            test_batch=config.test_batch,
+        protocol = self._start_host(
+            config, lambda behaviour: config.blade_config(lazy=behaviour.copies_peers)
         )
         extras = blade_extras(
             difficulty=config.pow_difficulty,
@@ -106,10 +90,6 @@ class BladeNode(NodeBase, HostObserver):
         saved = self._saved_model()
         if saved is not None:
             self.host.resume(saved.weights)
-
-    def collect(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self.host.collect(images, labels)
-        self.host.sample_log.write(self.config.data_dir)
 
     # --- effects only a process has (node/host/dispatch.py: BladeEffects) ----------------------
 
@@ -181,26 +161,11 @@ class BladeNode(NodeBase, HostObserver):
     def round_aggregated(
         self, round: int, models: Sequence[PoolModel], found: Sequence[Resemblance]
     ) -> None:
-        self.metrics.round_completed()
-        # The round's global model, taken now: the host replaces the array at each aggregation
-        # and never writes into it, so a later round cannot change what is saved as this one.
-        weights, height = self.host.global_weights, self.store.height
-        self.run_ml(
-            "other", lambda: self._save_model(weights, f"round {round}", height=height), _nothing
-        )
-        if self.host.local_accuracy is not None:
-            self.metrics.set_accuracy(self.host.local_accuracy, "local")
-        block = self.store.block(round) if self.store.height >= round else None
-        line = {
-            "round": round,
-            "time": time.time(),
-            "miner": block.header.miner.hex() if block is not None else None,
-            "models": [m.generator.hex() for m in models],
-            "local_accuracy": self.host.local_accuracy,
-            "resemblance": [asdict(r) for r in found],
-        }
-        with open(self.config.data_dir / ROUNDS_FILE, "a") as rounds:
-            rounds.write(json.dumps(line) + "\n")
+        def miner() -> dict[str, Any]:
+            block = self.store.block(round) if self.store.height >= round else None
+            return {"miner": block.header.miner.hex() if block is not None else None}
+
+        self._round_done(round, models, found, {"height": self.store.height}, miner)
         if self.engine.finished:
             log.info("all %d rounds done", self.engine.config.rounds)
 
@@ -250,7 +215,3 @@ class BladeNode(NodeBase, HostObserver):
     def _transaction_counts(self) -> tuple[int, int]:
         counters = self.engine.state.counters
         return counters["models_created"], counters["models_received"]
-
-
-def _nothing(_: object) -> None:
-    """A saved checkpoint tells the engine nothing."""

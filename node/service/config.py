@@ -17,12 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from node.protocol.blade import BladeConfig
 from node.protocol.dfl import DflConfig
+from node.protocol.fedavg import FedAvgConfig
 from node.service.admission import Limits
 from node.service.control import parse_public_key
 
 ENV_PREFIX = "DFL_NODE_"
-PROTOCOLS = ("dfl", "blade-fl")
+PROTOCOLS = ("dfl", "blade-fl", "fedavg")
 BLADE_HOST_FIELDS = ("difficulty", "batch_size")  # the host's, not the engine's
+FEDAVG_NODE_FIELDS = ("batch_size", "aggregator")  # the host's and the node's role
 
 
 class NodeConfigError(Exception):
@@ -84,6 +86,9 @@ class NodeConfig(BaseModel):
     # BLADE-FL: BladeConfig fields, plus `difficulty` (expected hashes per block, in the genesis)
     # and `batch_size` (local minibatch)
     blade: dict[str, Any] = Field(default_factory=dict)
+    # FedAvg: FedAvgConfig fields, plus `batch_size` (local minibatch) and `aggregator` (true
+    # for the star's centre, which averages; false for a client)
+    fedavg: dict[str, Any] = Field(default_factory=dict)
     test_batch: int = Field(100, ge=1)  # samples per local accuracy measurement
     sample_memory: int = Field(20_000, ge=64)  # recent samples kept for evaluation
     torch_threads: int = Field(1, ge=1)
@@ -146,6 +151,21 @@ class NodeConfig(BaseModel):
         except (TypeError, ValueError) as error:
             raise NodeConfigError(f"blade: {error}") from None
 
+    def fedavg_config(self, *, trains: bool = True) -> FedAvgConfig:
+        """`trains`: the node's behaviour sends a model (an observer's does not)."""
+        fields = {k: v for k, v in self.fedavg.items() if k not in FEDAVG_NODE_FIELDS}
+        try:
+            return FedAvgConfig(**fields, trains=trains)
+        except (TypeError, ValueError) as error:
+            raise NodeConfigError(f"fedavg: {error}") from None
+
+    @property
+    def fedavg_aggregator(self) -> bool:
+        aggregator = self.fedavg.get("aggregator", False)
+        if not isinstance(aggregator, bool):
+            raise NodeConfigError(f"fedavg.aggregator: true or false, not {aggregator!r}")
+        return aggregator
+
     @property
     def pow_difficulty(self) -> float:
         difficulty = self.blade.get("difficulty")
@@ -157,7 +177,8 @@ class NodeConfig(BaseModel):
 
     @property
     def local_batch_size(self) -> int:
-        return int(self.blade.get("batch_size", 32))
+        section = self.fedavg if self.protocol == "fedavg" else self.blade
+        return int(section.get("batch_size", 32))
 
     def control_keys(self) -> tuple[bytes, ...]:
         """The trusted orchestrator keys: `control_key`, and the one in `control_key_file`."""
@@ -179,6 +200,9 @@ class NodeConfig(BaseModel):
         """Fails now, not at the first record, when the protocol's own settings are wrong."""
         if self.protocol == "dfl":
             self.dfl_config()
+        elif self.protocol == "fedavg":
+            self.fedavg_config()
+            _ = self.fedavg_aggregator
         else:
             self.blade_config()
             _ = self.pow_difficulty

@@ -44,6 +44,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from node.datadir import replace_text
 from node.healthcheck import PROBE_FILE
 from node.service.config import NodeConfig
 from node.service.peers import SERVICE
@@ -81,10 +82,7 @@ def write_probe_file(config: NodeConfig, port: int) -> None:
         else {name: os.path.abspath(getattr(tls, name)) for name in ("ca", "cert", "key")},
     }
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    path = config.data_dir / PROBE_FILE
-    part = path.with_suffix(".json.part")
-    part.write_text(json.dumps(probe))
-    os.replace(part, path)
+    replace_text(config.data_dir / PROBE_FILE, json.dumps(probe))
 
 
 def _add_standard_services(server: Any, servicer: health_pb2_grpc.HealthServicer) -> None:

@@ -43,10 +43,12 @@ def serve(args: argparse.Namespace) -> int:
         # torch loads here, not at --help
         from node.service.blade_server import BladeNode
         from node.service.chaindir import DataDirectoryError
+        from node.service.fedavg_server import FedAvgNode
         from node.service.server import DflNode
 
+        nodes = {"blade-fl": BladeNode, "fedavg": FedAvgNode}
         try:
-            node = BladeNode(config) if config.protocol == "blade-fl" else DflNode(config)
+            node = nodes.get(config.protocol, DflNode)(config)
         except DataDirectoryError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -60,7 +62,8 @@ def serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m node", description="Run one node (DFL or BLADE-FL, as its config says)."
+        prog="python -m node",
+        description="Run one node (DFL, BLADE-FL or FedAvg, as its config says).",
     )
     add_arguments(parser)
     return serve(parser.parse_args(argv))

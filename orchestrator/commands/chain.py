@@ -1,4 +1,5 @@
-"""`dfl chain verify|export|spec DIR`: audit a node's chain store offline, or re-run it."""
+"""`dfl chain verify|export|spec DIR` and `dfl chain audit RUN_DIR`: check a node's chain store
+offline, or re-run it; audit every chain of a run against the others and the experiment."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from node.ledger import records
 from node.ledger.export import export_lines
 from node.ledger.store import ChainCorrupted, ChainStore
+from orchestrator.commands.chain_contributions import add_contributions
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -48,6 +50,33 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     spec.add_argument("directory", type=Path, metavar="DIR", help="data directory or chain.sqlite")
     spec.set_defaults(handler=run_spec)
+
+    audit = actions.add_parser(
+        "audit",
+        help="check every node's chain of a run, on its own and against the others",
+        description="Audits the chain of every node of a run directory (as `dfl run` and "
+        "`dfl simulate` write it): each chain verifies on its own (as `dfl chain verify`); "
+        "every genesis is the same and records the run's spec; each store belongs to its node. "
+        "DFL: every transaction in a node's chain is that node's, once in the run; every "
+        "receipt names its transaction and was written by another node of the run, no further "
+        "from the generator in the topology than its ttl says (tx.ttl - received_at_ttl hops); "
+        "every confirmation was signed by the writer of the receipt it confirms, a neighbour of "
+        "the chain's node, and no receipt is confirmed twice. BLADE-FL: miners and models are "
+        "the run's nodes, and the chains hold the same block at every height below both heads "
+        "(they may differ at the lower head: a vote the run ended before settling). "
+        "Exit 0 printing one line per node and a total (also for a run without chains, such as "
+        "FedAvg: nothing there can be inconsistent); exit 1 naming the first inconsistency "
+        "(node, height, record and digest, rule); exit 2 when RUN_DIR is not a run directory.",
+    )
+    audit.add_argument(
+        "run_dir",
+        type=Path,
+        metavar="RUN_DIR",
+        help="a run directory: spec.yaml, run.json or summary.json, nodes/<node>/chain.sqlite",
+    )
+    audit.set_defaults(handler=run_audit)
+
+    add_contributions(actions)
 
 
 def run_verify(args: argparse.Namespace) -> int:
@@ -104,4 +133,39 @@ def run_spec(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(spec_to_yaml(spec), end="")
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from node.ledger.audit import Inconsistency, short
+    from orchestrator.chain_audit import NoChains, NotARunDirectory, audit_run_directory
+
+    try:
+        report = audit_run_directory(args.run_dir)
+    except NotARunDirectory as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except Inconsistency as error:
+        print(
+            f"INCONSISTENT: node {error.node}, height {error.height}, {error.record} "
+            f"{short(error.digest)}: {error.rule}: {error.detail}"
+        )
+        return 1
+    if isinstance(report, NoChains):
+        print(f"OK: no chains to audit ({report.protocol}): {report.reason}")
+        return 0
+    for chain in report.chains:
+        print(
+            f"{chain.node}: OK: {chain.blocks} blocks, {chain.transactions} transactions, "
+            f"{chain.receipts} receipts, {chain.confirmations} confirmations; "
+            f"head {short(chain.head)}"
+        )
+    for name in report.missing:
+        print(f"{name}: not audited: the run directory holds no chain store of it")
+    print(
+        f"OK: {len(report.chains)} chains, {report.total('blocks')} blocks, "
+        f"{report.total('transactions')} transactions, {report.total('receipts')} receipts, "
+        f"{report.total('confirmations')} confirmations checked "
+        f"({report.protocol}, genesis {short(report.genesis_digest)})"
+    )
     return 0

@@ -29,6 +29,7 @@ TASK_LABELS = {
     "update_model": "update model",
     "receive_transaction": "receive transactions",
     "verify_block": "verify block",
+    "aggregate": "aggregate (FedAvg)",
     "observe": "observe (testbed)",
 }
 

@@ -23,7 +23,12 @@ from orchestrator.report.cells import (
 )
 from orchestrator.report.cpu_table import NON_PROTOCOL_TASKS
 from orchestrator.report.hosts import hosts_section
-from orchestrator.report.markdown_chain import chain_section, plagiarism_section, pow_chain_section
+from orchestrator.report.markdown_chain import (
+    chain_section,
+    no_chain_section,
+    plagiarism_section,
+    pow_chain_section,
+)
 from orchestrator.report.markdown_faults import faults_section
 from orchestrator.report.markdown_load import load_section
 from orchestrator.report.schema import (
@@ -33,6 +38,7 @@ from orchestrator.report.schema import (
     COUNTER_METRICS,
     CPU_METRIC_PREFIX,
     CPU_PLOT,
+    FEDAVG_PROTOCOL,
     KNOWN_METRICS,
     LOCAL_RUNTIME,
     METRICS_FILE,
@@ -76,6 +82,8 @@ def report_markdown(data: RunData, summary: RunSummary) -> str:
         _cpu_section(data, summary),
         pow_chain_section(data, summary)
         if summary.protocol == BLADE_PROTOCOL
+        else no_chain_section(summary)
+        if summary.protocol == FEDAVG_PROTOCOL
         else chain_section(summary),
         plagiarism_section(data, summary),
         _containers_section(data, summary),
@@ -244,7 +252,10 @@ def _cpu_section(data: RunData, summary: RunSummary) -> str:
             parts.append(f"No CPU figures: {node.profile_problem}.\n")
             continue
         parts.append(
-            table6_markdown(profile.seconds, all_paper_tasks=summary.protocol != BLADE_PROTOCOL)
+            table6_markdown(
+                profile.seconds,
+                all_paper_tasks=summary.protocol not in (BLADE_PROTOCOL, FEDAVG_PROTOCOL),
+            )
         )
         parts.append(account_markdown(account := cpu_account(profile, own_cgroup=own_cgroup)))
         figures = summary.nodes[name]

@@ -68,6 +68,16 @@ def _verifies(node: NodeSummary) -> str:
     return "yes" if node.chain_verifies else f"no ({node.chain_problem})"
 
 
+def no_chain_section(summary: RunSummary) -> str:
+    """FedAvg's: there is no chain to show, and its blockchain CPU is 0 by construction."""
+    return (
+        "## Blockchain\n\n"
+        f"None: {summary.protocol} keeps no chain (no records, signatures, blocks or mining), so "
+        "no node has a chain store and its blockchain CPU is 0 by construction; it is the "
+        "baseline the chain's cost is measured against.\n"
+    )
+
+
 def pow_chain_section(data: RunData, summary: RunSummary) -> str:
     """BLADE-FL's blocks: every client mines, so who mined what and at which cost."""
     rows = []

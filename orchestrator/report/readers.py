@@ -24,6 +24,7 @@ from node.ledger.validation import decode
 from orchestrator.report.schema import (
     CPU_METRIC_PREFIX,
     FAULTS_FILE,
+    FEDAVG_PROTOCOL,
     METRICS_FILE,
     METRICS_HEADER,
     NODES_DIR,
@@ -64,7 +65,8 @@ def load_run(directory: Path | str) -> RunData:
     strangers = sorted(set(metrics.by_node) - {n.name for n in info.nodes})
     if strangers:
         warnings.append(f"{METRICS_FILE} names nodes not in {RUN_FILE}: {', '.join(strangers)}")
-    nodes = {spec.name: _read_node(directory, spec, metrics) for spec in info.nodes}
+    chained = info.protocol != FEDAVG_PROTOCOL  # FedAvg's nodes keep no chain store, by design
+    nodes = {spec.name: _read_node(directory, spec, metrics, chained) for spec in info.nodes}
     rounds = _read_rounds(directory, info, warnings)
     faults = _read_faults(directory / FAULTS_FILE, warnings)
     return RunData(directory, info, spec_text, metrics, nodes, tuple(warnings), rounds, faults)
@@ -142,9 +144,9 @@ def _read_metrics(path: Path, warnings: list[str]) -> Metrics:
     return Metrics(by_node, skipped)
 
 
-def _read_node(directory: Path, spec: NodeSpec, metrics: Metrics) -> NodeData:
+def _read_node(directory: Path, spec: NodeSpec, metrics: Metrics, chained: bool) -> NodeData:
     node_dir = directory / NODES_DIR / spec.name
-    chain, chain_problem = read_chain(node_dir / STORE_FILE)
+    chain, chain_problem = read_chain(node_dir / STORE_FILE) if chained else (None, None)
     profile, profile_problem = _read_profile(node_dir / PROFILE_FILE)
     if profile is None:
         fallback = _profile_from_metrics(metrics.by_node.get(spec.name, {}))

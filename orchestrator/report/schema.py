@@ -53,6 +53,7 @@ LOAD_FAILURES_FILE = "load_failures.csv"
 LOAD_FILE = "load.json"
 LOAD_DIR = "load"
 BLADE_PROTOCOL = "blade-fl"  # run.json's protocol, and the genesis's, for BLADE-FL
+FEDAVG_PROTOCOL = "fedavg"  # run.json's protocol for FedAvg, whose nodes keep no chain store
 LOCAL_RUNTIME = "local"  # run.json's runtime for nodes run as the orchestrator's child processes
 
 METRICS_HEADER = ("time_s", "node", "metric", "value")
@@ -76,7 +77,9 @@ PROCESS_METRICS = ("uss_bytes", "pss_bytes", "process_cpu_seconds")
 # summed) and sends given up on (dfl_send_failures_total), cumulative: the Faults section's.
 FAULT_MESSAGE_METRICS = {"dropped": "fault_messages_dropped", "delayed": "fault_messages_delayed"}
 SEND_FAILURES_METRIC = "send_failures"
+ROUNDS_METRIC = "rounds"  # dfl_rounds_total: BLADE-FL's and FedAvg's rounds completed
 KNOWN_METRICS = {
+    ROUNDS_METRIC,
     "accuracy_test",
     "accuracy_local",
     "chain_height",

@@ -25,6 +25,7 @@ from orchestrator.report.load import LoadSummary, summarize_load
 from orchestrator.report.schema import (
     BLADE_PROTOCOL,
     COUNTER_METRICS,
+    FEDAVG_PROTOCOL,
     LOCAL_RUNTIME,
     ChainStats,
     CpuProfile,
@@ -152,8 +153,9 @@ class RunSummary:
 
 
 def final_window(protocol: str, run_length: float) -> float:
-    """The final-accuracy window's length: 30 s; for BLADE-FL at most 20 % of the run."""
-    if protocol == BLADE_PROTOCOL:
+    """The final-accuracy window's length: 30 s; for the protocols of rounds (BLADE-FL,
+    FedAvg), whose runs end with the last round, at most 20 % of the run."""
+    if protocol in (BLADE_PROTOCOL, FEDAVG_PROTOCOL):
         return min(FINAL_WINDOW_S, FINAL_WINDOW_FRACTION * run_length)
     return FINAL_WINDOW_S
 

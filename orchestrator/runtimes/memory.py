@@ -37,7 +37,6 @@ from node.host.dispatch import (
     DflDispatcher,
     DflModelHost,
     HostObserver,
-    engine_category,
 )
 from node.ledger.errors import RecordRejected
 from node.ledger.pow import MAX_NONCE, mine
@@ -88,6 +87,8 @@ class MemoryNode:
     incarnation: int = 0  # one more at every crash: what an earlier run scheduled is void
     peers: tuple[str, ...] = ()
     held: list[Any] = field(default_factory=list)  # events that reached it while paused
+    # The dispatcher's class when the host's kind does not say (FedAvg runs BLADE-FL's host)
+    dispatcher: type[BladeDispatcher] | None = None
     dispatch: DflDispatcher | BladeDispatcher = field(init=False, repr=False)
     network_faults: NetworkFaults = field(init=False, repr=False)
 
@@ -213,7 +214,7 @@ class MemoryNetwork:
     def _wire(self, node: MemoryNode) -> None:
         effects = MemoryEffects(self, node)
         if isinstance(node.host, BladeModelHost):
-            node.dispatch = BladeDispatcher(
+            node.dispatch = (node.dispatcher or BladeDispatcher)(
                 node.host, effects, node.observer, epoch_seconds=node.epoch_seconds
             )
         else:
@@ -306,7 +307,7 @@ class MemoryNetwork:
             return
         try:
             task = node.dispatch.task_of_event[type(event)]
-            with self.profiler.measure(task, engine_category(event)):
+            with self.profiler.measure(task, node.dispatch.engine_category(event)):
                 actions = node.engine.handle(event, self.now)
         except RecordRejected as error:
             node.rejections[error.reason.label] += 1

@@ -14,6 +14,7 @@ from typing import Any
 
 from node.ledger.pow import calibrate_difficulty, measure_hash_rate
 from orchestrator.spec import ExperimentSpec, canonical_spec_json
+from orchestrator.spec.experiment import FEDAVG_AGGREGATOR
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ def experiment_settings(
 def protocol_settings(
     spec: ExperimentSpec, index: int, pow_difficulty: float | None
 ) -> dict[str, Any]:
-    """The protocol's part: DFL's engine and aggregator, or BLADE-FL's rounds."""
+    """The protocol's part: DFL's engine and aggregator, BLADE-FL's or FedAvg's rounds."""
+    if spec.fedavg is not None:
+        return {"protocol": "fedavg", "fedavg": fedavg_node_fields(spec, index)}
     if spec.blade is None:
         return {
             "protocol": "dfl",
@@ -76,6 +79,19 @@ def blade_node_fields(spec: ExperimentSpec, difficulty: float | None) -> dict[st
     fields = dataclasses.asdict(blade.config(clients=spec.nodes.count))
     del fields["lazy"]  # the node knows once it has built its behaviour
     return {**fields, "difficulty": difficulty, "batch_size": blade.batch_size}
+
+
+def fedavg_node_fields(spec: ExperimentSpec, index: int) -> dict[str, Any]:
+    """A FedAvg node's `fedavg` settings (FedAvgConfig fields plus the host's and its role)."""
+    fedavg = spec.fedavg
+    assert fedavg is not None
+    fields = dataclasses.asdict(spec.fedavg_config(index))
+    del fields["trains"]  # the node knows once it has built its behaviour
+    return {
+        **fields,
+        "batch_size": fedavg.batch_size,
+        "aggregator": index == FEDAVG_AGGREGATOR,
+    }
 
 
 def peer_names(spec: ExperimentSpec) -> dict[str, list[str]]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from node.datadir import CATEGORIES
 from node.service.profiler import Profiler
 
 ACCURACY_FILE = "accuracy.csv"
@@ -32,8 +33,10 @@ def cpu_figures(profiler: Profiler) -> dict[str, Any]:
     profiled = sum(by_category.values())
     blockchain = by_category.get("blockchain", 0.0)
     counts = profiler.counts()
+    # Every category, 0 where none was spent (FedAvg's blockchain), so runs compare key by key
+    seconds = {**dict.fromkeys(CATEGORIES, 0.0), **by_category}
     return {
-        "cpu_seconds": {k: round(v, 3) for k, v in sorted(by_category.items())},
+        "cpu_seconds": {k: round(v, 3) for k, v in sorted(seconds.items())},
         "chain_share": round(blockchain / profiled, 4) if profiled else 0.0,
         # Where the chain's share comes from: every (task, category), with how often it ran.
         "cpu_by_task": [

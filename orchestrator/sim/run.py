@@ -72,9 +72,9 @@ def simulate(
             [
                 Problem(
                     "faults",
-                    "the BLADE-FL simulator runs in the paper's time units, not seconds, and "
-                    "does not carry out faults; run this spec with --runtime local or docker, "
-                    "or remove `faults:`",
+                    f"the {spec.protocol} simulator runs in virtual time units, not seconds, "
+                    "and does not carry out faults; run this spec with --runtime local or "
+                    "docker, or remove `faults:`",
                 )
             ],
         )
@@ -85,6 +85,10 @@ def simulate(
         from orchestrator.sim.dfl import DflSimulation
 
         summary = DflSimulation(spec, dataset, out, chain=chain, progress=progress).run()
+    elif spec.protocol == "fedavg":  # no chain to leave out: `chain` does not apply
+        from orchestrator.sim.fedavg import FedAvgSimulation
+
+        summary = FedAvgSimulation(spec, dataset, out, progress=progress).run()
     else:
         from orchestrator.sim.blade import BladeSimulation
 

@@ -28,6 +28,7 @@ from pydantic import (
 
 from node.learning.behaviours import Behaviour
 from node.protocol.dfl import DflConfig
+from node.protocol.fedavg import FedAvgConfig
 from node.seeds import MAX_SEED
 from orchestrator import topology
 from orchestrator.datasets import DATASETS
@@ -40,6 +41,7 @@ from orchestrator.spec.sections import (
     BladeSection,
     DflSection,
     EvaluationSpec,
+    FedAvgSection,
     NodesSpec,
     ResourcesSpec,
     SimSection,
@@ -52,8 +54,9 @@ from orchestrator.spec.write import spec_to_yaml
 # node.learning.models imports torch (seconds); checking a spec must not. A unit test keeps this
 # list equal to models.MODELS.
 MODELS = ("lenet", "mlp")
-PROTOCOLS = ("dfl", "blade-fl")
-PROTOCOL_ALIASES = {"blade": "blade-fl", "bladefl": "blade-fl"}
+PROTOCOLS = ("dfl", "blade-fl", "fedavg")
+PROTOCOL_ALIASES = {"blade": "blade-fl", "bladefl": "blade-fl", "fed-avg": "fedavg"}
+FEDAVG_AGGREGATOR = 0  # the star's centre (orchestrator/topology.py)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -75,6 +78,8 @@ class ExperimentSpec(Model):
     topology: TopologySpec = Field(default_factory=TopologySpec)
     dfl: DflSection = Field(default_factory=DflSection)
     blade: BladeSection | None = None
+    # None is left out of the canonical JSON (exclude_none), so specs without it keep their digest
+    fedavg: FedAvgSection | None = None
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     sim: SimSection = Field(default_factory=SimSection)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -152,7 +157,7 @@ class ExperimentSpec(Model):
         The graph is drawn here and kept: checking that it can be drawn and drawing it for a
         runtime are the same draw, so what was checked is what runs.
         """
-        problems = self._blade_problems()
+        problems = self._blade_problems() + self._fedavg_problems()
         t, count = self.topology, self.nodes.count
         edges: tuple[topology.Edge, ...] = ()
         try:
@@ -188,6 +193,31 @@ class ExperimentSpec(Model):
         if self.topology.kind != "full":
             problems.append(
                 (("topology", "kind"), "BLADE-FL clients send to every other client: use full")
+            )
+        return problems
+
+    def _fedavg_problems(self) -> list[tuple[Location, str]]:
+        if self.protocol != "fedavg":
+            if self.fedavg is not None:
+                return [(("fedavg",), "only for protocol fedavg (remove it)")]
+            return []
+        problems: list[tuple[Location, str]] = []
+        if self.fedavg is None:
+            problems.append((("fedavg",), "required for protocol fedavg (at least rounds)"))
+        if self.topology.kind != "star":
+            problems.append(
+                (
+                    ("topology", "kind"),
+                    f"FedAvg's clients send to one aggregator, node {FEDAVG_AGGREGATOR}, the "
+                    f"star's centre, not over a {self.topology.kind} graph: use "
+                    f"topology: {{kind: star}}",
+                )
+            )
+        if not any(
+            self._written_behaviour(node).behaviour.sends for node in range(self.nodes.count)
+        ):
+            problems.append(
+                (("nodes", "behaviours"), "FedAvg needs one node that trains and sends its model")
             )
         return problems
 
@@ -237,6 +267,13 @@ class ExperimentSpec(Model):
         """The engine's config; for a node that never sends (an observer), `trains` is False."""
         sends = node is None or self.behaviour(node).sends
         return self.dfl.config(trains=sends)
+
+    def fedavg_config(self, node: int) -> FedAvgConfig:
+        """FedAvg's engine config for `node`: a round waits for the models of every node that
+        sends (an observer only receives the global model)."""
+        assert self.fedavg is not None, "not a fedavg experiment"
+        senders = sum(self.behaviour(index).sends for index in range(self.nodes.count))
+        return self.fedavg.config(senders, trains=self.behaviour(node).sends)
 
     def dfl_config_fields(self, node: int | None = None) -> dict[str, Any]:
         """`dfl_config(node)` as plain keyword arguments, for a node's config file."""

@@ -1,4 +1,5 @@
-"""The sections of a spec (nodes, topology, dfl, blade, evaluation, sim, resources, transport).
+"""The sections of a spec (nodes, topology, dfl, blade, fedavg, evaluation, sim, resources,
+transport).
 
 Each section checks what it can check on its own, by asking the component that will use a value
 (behaviours, aggregators, partitions, the DFL engine), so that the spec never accepts something a
@@ -25,6 +26,7 @@ from node.learning.aggregation import load_aggregator
 from node.learning.behaviours import ALIASES, Behaviour, make_behaviour
 from node.protocol.blade import BladeConfig
 from node.protocol.dfl import DflConfig
+from node.protocol.fedavg import FedAvgConfig
 from orchestrator.partition import PartitionSpec, parse_partition
 from orchestrator.spec.errors import Location, check
 from orchestrator.spec.values import Bool, Float, Int, Model, Seconds, named
@@ -277,6 +279,38 @@ class BladeSection(Model):
             vote_timeout=self.vote_timeout,
             lazy=lazy,
             lazy_wait=lazy_wait,
+        )
+
+
+class FedAvgSection(Model):
+    """Synchronous FedAvg with one aggregator (node/protocol/fedavg.py), the baseline without a
+    chain: node 0, the star's centre, aggregates and is a client too.
+
+    Each of `rounds` (K) rounds, every client trains `local_epochs` epochs over its fixed local
+    dataset of `dataset_size` samples (minibatch `batch_size`) from the global model and sends
+    its model to the aggregator, which averages the round's models once every client's is in,
+    or `round_timeout` after the first came, and sends the one global model to every client.
+    The fields mirror BLADE-FL's (rounds, local epochs, |D_i|, batch), so that one experiment
+    runs under both protocols on equal terms.
+    """
+
+    rounds: Int = Field(ge=1)
+    local_epochs: Int = Field(1, ge=1)
+    dataset_size: Int = Field(512, ge=1)
+    batch_size: Int = Field(32, ge=1)
+    round_timeout: Seconds = Field(30.0, gt=0)
+
+    def config(self, clients: int, *, trains: bool = True) -> FedAvgConfig:
+        """The engine's config, made in one place for every runtime: `clients` is how many
+        models a round waits for (the nodes that train and send, the aggregator included);
+        `trains` belongs to the node (an observer only receives)."""
+        return FedAvgConfig(
+            clients=clients,
+            rounds=self.rounds,
+            local_iterations=self.local_epochs,
+            dataset_size=self.dataset_size,
+            round_timeout=self.round_timeout,
+            trains=trains,
         )
 
 

@@ -10,11 +10,14 @@ gets the last lines of every container's log first.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import socket
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,3 +184,33 @@ def engine(docker_images: None):
     except docker.errors.DockerException as error:
         pytest.fail(f"no Docker engine or image ({error}); run scripts/docker-setup first")
     return client
+
+
+def prometheus_series(prometheus_url: str, expr: str) -> list[tuple[dict[str, str], float]]:
+    """An instant query's answer as (labels, value) per series, through the HTTP API.
+
+    Tests look at values, not only at whether a series exists: a panel that shows a flat 0 where
+    the nodes should be mining is as broken as one that says "No data". A scalar answer is one
+    series without labels. Connection errors propagate (Prometheus may still be starting); an
+    error answer fails the test with Prometheus's message.
+    """
+    query = urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(f"{prometheus_url}/api/v1/query?{query}", timeout=10) as reply:
+        answer = json.load(reply)
+    assert answer.get("status") == "success", f"Prometheus refused {expr!r}: {answer}"
+    data = answer["data"]
+    if data["resultType"] == "scalar":
+        return [({}, float(data["result"][1]))]
+    return [(series["metric"], float(series["value"][1])) for series in data["result"]]
+
+
+def targets_up(prometheus_url: str) -> dict[str, float]:
+    """Prometheus's scrape targets by instance (host:port), 1 for up and 0 for down.
+
+    The compose stack finds its targets through the stack's DNS, so that only the services of
+    the running profile are scraped; this is what a test checks that with.
+    """
+    return {
+        labels.get("instance", "?"): value
+        for labels, value in prometheus_series(prometheus_url, "up")
+    }

@@ -2,21 +2,19 @@
 
 Four DFL nodes, the orchestrator and Prometheus come up from the offline compose variant; within
 five minutes every panel's PromQL must return data from the real Prometheus, and every node's
-model must reach 80 % on the MNIST test set as the orchestrator measures it. Then
+model must reach 80 % on the MNIST test set as the orchestrator measures it; Prometheus must
+scrape those five and nothing else (the BLADE-FL profile's services are not running). Then
 `docker compose down -v` must leave nothing of the project behind.
 """
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 
 from orchestrator.dashboards import dashboard_queries, queries_without_data
-from tests.docker.conftest import ROOT, Stack
+from tests.docker.conftest import ROOT, Stack, prometheus_series, targets_up
 
 pytestmark = pytest.mark.docker
 
@@ -28,12 +26,9 @@ POLL = 5.0
 
 def accuracy_by_node(prometheus_url: str) -> dict[str, float]:
     """dfl_test_accuracy per node, as Prometheus has it now."""
-    query = urllib.parse.urlencode({"query": "dfl_test_accuracy"})
-    with urllib.request.urlopen(f"{prometheus_url}/api/v1/query?{query}", timeout=10) as reply:
-        answer = json.load(reply)
     return {
-        series["metric"].get("node", "?"): float(series["value"][1])
-        for series in answer["data"]["result"]
+        labels.get("node", "?"): value
+        for labels, value in prometheus_series(prometheus_url, "dfl_test_accuracy")
     }
 
 
@@ -66,6 +61,11 @@ def test_compose_stack_trains_and_fills_every_dashboard(compose_stack: Stack) ->
         elapsed, "\n".join(f"  {q.dashboard} / {q.panel}: {q.expr}" for q in empty)
     )
     assert sorted(accuracy) == sorted(NODES), f"dfl_test_accuracy series: {accuracy}"
+    # Only the DFL net's services are targets: the BLADE-FL clients' names, which the scrape
+    # config also lists, do not resolve without their profile, so they are not "down" targets.
+    targets = targets_up(compose_stack.prometheus_url)
+    expected = {f"{node}:9100" for node in NODES} | {"orchestrator:9200"}
+    assert targets == dict.fromkeys(expected, 1.0), f"Prometheus's targets: {targets}"
     low = {node: value for node, value in accuracy.items() if value < MIN_ACCURACY}
     assert not low, f"test accuracy below {MIN_ACCURACY} after {elapsed:.0f} s: {low}"
 

@@ -29,6 +29,7 @@ from orchestrator.runtimes.docker import (
     run_docker,
 )
 from orchestrator.spec import load_spec, with_overrides
+from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.docker
 
@@ -102,6 +103,7 @@ def test_faults_happen_on_containers_and_the_network_survives_them(
     assert all(height > 0 for height in heights.values()), heights
     info = json.loads((out / "run.json").read_text())
     assert info["runtime"] == "docker" and len(info["nodes"]) == spec.nodes.count
+    assert_audit_passes(out)
 
 
 def test_a_run_stopped_inside_a_pause_thaws_the_node_and_closes_its_chain(

@@ -18,6 +18,7 @@ import pytest
 
 from orchestrator.datasets import DATA_DIR_ENV, ensure_dataset
 from orchestrator.runtimes.docker import RUN_LABEL, leftovers
+from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.docker
 
@@ -101,6 +102,7 @@ def test_a_docker_run_collects_valid_chains_and_leaves_nothing(
         assert node["memory_peak_bytes"] is not None, name  # read from the container's cgroup
         assert 50 * 2**20 < node["memory_peak_bytes"] < 768 * 2**20, name
     assert "## Containers" in (out / "report.md").read_text()
+    assert_audit_passes(out)
 
 
 def test_ctrl_c_stops_the_run_and_still_removes_everything(
@@ -130,3 +132,4 @@ def test_ctrl_c_stops_the_run_and_still_removes_everything(
     assert info["duration_s"] < 300  # stopped early, not at the spec's 10 minutes
     assert (out / "report.md").is_file()
     assert (out / "nodes" / "node0" / "chain.sqlite").is_file()
+    assert_audit_passes(out)

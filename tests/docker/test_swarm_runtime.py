@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.runtimes.swarm import leftovers
+from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.docker
 
@@ -92,3 +93,4 @@ def test_a_six_node_swarm_run_over_tls_verifies_and_leaves_nothing(
     report = (out / "report.md").read_text()
     assert "## Hosts" in report and "Prometheus found 6 of 6 nodes" in report
     assert leftovers(one_node_swarm, info["run_id"]) == []
+    assert_audit_passes(out)

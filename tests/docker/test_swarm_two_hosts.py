@@ -25,6 +25,7 @@ from tests.docker.second_engine import (
     second_engine,
     swarm_manager,
 )
+from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.docker
 
@@ -98,3 +99,4 @@ def test_nodes_on_two_hosts_gossip_across_the_overlay(engine, tmp_path: Path) ->
         assert addresses["node2"] in export or addresses["node3"] in export, name
     assert "## Hosts" in (out / "report.md").read_text()
     assert "stay in volume" in result.stdout  # the worker's chains: the run said where they are
+    assert_audit_passes(out)

@@ -68,6 +68,7 @@ from tests.integration.live import (
     status_or_none,
     wait_for,
 )
+from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +111,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNetwork]:
     spec = with_overrides(load_spec(SMOKE_SPEC), OVERRIDES)
     with running(spec, tmp_path_factory.mktemp("crash-safety")) as live:
         yield live
+    assert_audit_passes(live.out)
 
 
 def checkpoint_weights(path: Path, genesis: pb.Genesis) -> bytes:

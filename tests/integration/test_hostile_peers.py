@@ -45,6 +45,7 @@ from tests.integration.live import (
     total,
     wait_for,
 )
+from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +78,7 @@ def two_nodes(tmp_path: Path) -> Iterator[LiveNetwork]:
     spec = with_overrides(load_spec(SMOKE_SPEC), TWO_NODES)
     with running(spec, tmp_path / "run") as live:
         yield live
+    assert_audit_passes(live.out)
 
 
 def accuracies(network: LiveNetwork, node: str) -> list[tuple[float, float]]:

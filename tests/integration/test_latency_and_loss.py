@@ -44,6 +44,7 @@ from tests.integration.live import (
     total,
     wait_for,
 )
+from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.integration
 
@@ -196,6 +197,7 @@ def test_latency_moves_only_the_delayed_nodes_median_and_loss_is_retried(
         assert all(alive(node) for node in network.nodes), "a node died"
         heights = {node.name: status(node).chain_height for node in network.nodes}
         names = [node.name for node in network.nodes]
+    assert_audit_passes(tmp_path / "run")
     slow, lossy = names[SLOW], names[LOSSY]
 
     # --- latency -------------------------------------------------------------------------------

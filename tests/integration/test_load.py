@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.load.tasks import FORGED, FORGED_KINDS, TASKS, UNSIGNED, expected_of, split_name
+from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +82,7 @@ def load_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("load") / "run"
     tasks = [arg for task in TASKS for arg in ("--task", f"{task}=1")]
     run_load(out, DURATION_S, "--users", str(USERS), "--quiet", *tasks)
+    assert_audit_passes(out)
     return out
 
 
@@ -198,6 +200,7 @@ def step_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "1",
     )
     assert "stage 2: 6 users" in done.stdout  # each stage is shown as it ends
+    assert_audit_passes(out)
     return out
 
 

@@ -8,7 +8,6 @@ as blockchain CPU, and the run report says so.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -16,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from node.ledger import records
@@ -24,7 +22,6 @@ from node.ledger.errors import RejectReason
 from node.ledger.keys import NodeKey
 from node.ledger.pow import MAX_NONCE, difficulty_of, header_hash, header_prefix, mine, target_for
 from node.ledger.store import ChainStore
-from orchestrator.report import SUMMARY_FILE, render_report
 from orchestrator.spec import load_spec, with_overrides
 from proto.dfl.v1 import records_pb2 as pb
 from tests.integration.live import (
@@ -37,6 +34,7 @@ from tests.integration.live import (
     submit,
     wait_for,
 )
+from tests.support import assert_refused, finished_summary
 
 pytestmark = pytest.mark.integration
 
@@ -119,9 +117,7 @@ def stranger_model(genesis: pb.Genesis, round: int) -> pb.Transaction:
 def refuse(network: LiveNetwork, block: pb.PowBlock, reason: RejectReason) -> None:
     with channel(network.nodes[TARGET]) as ch:
         error = submit(ch, "SubmitPowBlock", block.SerializeToString())
-    assert error is not None, f"a block that should fail with {reason.label} was accepted"
-    assert error.code() == grpc.StatusCode[reason.grpc_status]
-    assert error.details().startswith(reason.label), error.details()
+    assert_refused(error, reason, "a block")
 
 
 def test_forged_blocks_during_the_rounds_are_refused_and_counted(network: LiveNetwork) -> None:
@@ -184,10 +180,7 @@ def test_blocks_that_do_not_extend_the_chain_or_hold_foreign_models_are_refused(
 
 @pytest.fixture(scope="module")
 def summary(network: LiveNetwork) -> dict[str, Any]:
-    network.finish()
-    network.check()
-    render_report(network.out)
-    return json.loads((network.out / SUMMARY_FILE).read_text())
+    return finished_summary(network, audit=True)
 
 
 def test_every_chain_is_the_same_verified_chain_of_every_model(

@@ -48,6 +48,7 @@ from tests.integration.live import (
     total,
     wait_for,
 )
+from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.integration
 
@@ -336,6 +337,7 @@ def summary(network: LiveNetwork) -> dict[str, Any]:
     )
     network.finish()
     network.check()
+    assert_audit_passes(network.out)
     render_report(network.out)
     return json.loads((network.out / SUMMARY_FILE).read_text())
 

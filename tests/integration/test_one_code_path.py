@@ -29,6 +29,7 @@ from node.ledger.hashing import model_digest
 from node.ledger.store import ChainStore
 from orchestrator.genesis import spec_genesis
 from orchestrator.spec import parse_yaml
+from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.integration
 
@@ -142,6 +143,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, plugin_path: Path) -> dict[st
         plugin=plugin_path,
         records=base / "local-records",
     )
+    assert_audit_passes(sim, local)
     return {"sim": sim, "local": local, "base": base, "plugin": plugin_path}
 
 

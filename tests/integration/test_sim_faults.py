@@ -22,6 +22,7 @@ from orchestrator.sim.dfl import DflSimulation
 from orchestrator.sim.faults import FAULTS_REPORT
 from orchestrator.sim.run import simulate
 from orchestrator.spec import load_spec, with_overrides
+from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.integration
 
@@ -44,6 +45,7 @@ def test_the_simulator_runs_the_fault_spec_with_the_reports_faults_rows(tmp_path
     spec = load_spec(FAULTS_SPEC)
     out = tmp_path / "sim"
     summary = simulate(spec, out, progress=False, figures=False)
+    assert_audit_passes(out)
 
     expected = [
         (f.kind, list(f.nodes), f.start, f.end) for f in sorted(spec.faults, key=lambda f: f.start)

@@ -43,6 +43,7 @@ from tests.integration.live import (
     total,
     wait_for,
 )
+from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.integration
 
@@ -262,6 +263,7 @@ def summary(network: LiveNetwork) -> dict[str, Any]:
     wait_for(lambda: network.elapsed >= 40, 60, "the run to last 40 s", network)
     network.finish()
     network.check()
+    assert_audit_passes(network.out)
     render_report(network.out)
     return json.loads((network.out / SUMMARY_FILE).read_text())
 
