@@ -42,7 +42,7 @@ from orchestrator.spec import (
 
 # canonical_spec_json's own key conversion, reused so that the digest of a spec with its plugin
 # aggregator put back is taken exactly as the genesis took it.
-from orchestrator.spec.write import _string_keys
+from orchestrator.spec.write import canonical_json
 
 LAYOUT = (
     f"a run directory (as `dfl run` and `dfl simulate` write it) holds {SPEC_FILE}, "
@@ -154,8 +154,7 @@ def _spec(directory: Path) -> tuple[ExperimentSpec, bytes]:
     data["dfl"]["aggregator"] = written
     if isinstance(written, dict) and not written.get("options"):
         data["dfl"]["aggregator"] = written["name"]  # as the spec writes an option-less one
-    canonical = json.dumps(_string_keys(data), sort_keys=True, separators=(",", ":"))
-    return spec, records.spec_digest(canonical)
+    return spec, records.spec_digest(canonical_json(data))
 
 
 def _record(directory: Path) -> tuple[str, dict[str, Any]]:

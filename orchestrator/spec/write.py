@@ -59,14 +59,18 @@ def _string_keys(value: Any) -> Any:
     return value
 
 
+def canonical_json(data: dict[str, Any]) -> str:
+    """A spec's values (as `spec_to_dict` gives them) as compact JSON with sorted keys: the text
+    whose digest the genesis records, so the one rule for anything that recomputes that digest."""
+    return json.dumps(_string_keys(data), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
 def canonical_spec_json(spec: ExperimentSpec) -> str:
     """Every value of the spec as compact JSON with sorted keys: the same text for equal specs.
 
     It is also YAML, so `parse_yaml` reads it back to an equal spec.
     """
-    return json.dumps(
-        _string_keys(spec_to_dict(spec)), sort_keys=True, separators=(",", ":"), allow_nan=False
-    )
+    return canonical_json(spec_to_dict(spec))
 
 
 def spec_digest(spec: ExperimentSpec) -> bytes:

@@ -25,11 +25,27 @@ from node.service.peers import CHANNEL_OPTIONS, SERVICE
 from orchestrator.datasets import DATA_DIR_ENV, ensure_dataset
 from orchestrator.driver import Progress, drive
 from orchestrator.runtimes.local import LocalNode, LocalRun, write_run_json
-from orchestrator.spec import ExperimentSpec
+from orchestrator.spec import ExperimentSpec, load_spec, with_overrides
 from proto.dfl.v1 import node_pb2, node_pb2_grpc
 
 READY_TIMEOUT = 120.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SMOKE_SPEC = REPO_ROOT / "experiments" / "smoke-dfl.yaml"
+# Three smoke-dfl nodes that the module's tests keep running: blocks every few seconds, fast
+# evaluations, and a duration that is only an upper bound (the module ends the run).
+LIVE_OVERRIDES: dict[str, Any] = {
+    "nodes.count": 3,
+    "duration": "10m",
+    "dfl.transactions_per_block": 4,
+    "dfl.fedavg_buffer": 4,
+    "evaluation.interval": "4s",
+    "evaluation.test_samples": 500,
+}
+
+
+def live_spec(extra: dict[str, Any] | None = None) -> ExperimentSpec:
+    """smoke-dfl with LIVE_OVERRIDES, plus `extra` (field path: value)."""
+    return with_overrides(load_spec(SMOKE_SPEC), {**LIVE_OVERRIDES, **(extra or {})})
 
 
 class LiveNetwork:

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -30,7 +29,7 @@ from node.ledger.store import ChainStore
 from orchestrator.genesis import spec_genesis
 from orchestrator.report import SUMMARY_FILE, render_report
 from orchestrator.runtimes.local import free_ports
-from orchestrator.spec import load_spec, with_overrides
+from orchestrator.spec import with_overrides
 from proto.dfl.v1 import node_pb2, node_pb2_grpc
 from proto.dfl.v1 import records_pb2 as pb
 from tests.integration.live import (
@@ -39,6 +38,7 @@ from tests.integration.live import (
     alive,
     channel,
     height,
+    live_spec,
     rejected,
     running,
     scrape,
@@ -52,16 +52,6 @@ from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SMOKE_SPEC = REPO_ROOT / "experiments" / "smoke-dfl.yaml"
-OVERRIDES = {
-    "nodes.count": 3,
-    "duration": "10m",  # an upper bound only: the module ends the run when its tests are done
-    "dfl.transactions_per_block": 4,  # a block every few seconds
-    "dfl.fedavg_buffer": 4,
-    "evaluation.interval": "4s",
-    "evaluation.test_samples": 500,
-}
 TARGET = 0  # the node that gets the bad input
 VICTIM = 2  # the node that is killed and restarted
 MIN_ACCURACY = 0.3  # ten classes: chance is 0.1
@@ -72,7 +62,7 @@ MIN_ACCURACY = 0.3  # ten classes: chance is 0.1
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNetwork]:
-    spec = with_overrides(load_spec(SMOKE_SPEC), OVERRIDES)
+    spec = live_spec()
     with running(spec, tmp_path_factory.mktemp("local-run")) as live:
         yield live
 

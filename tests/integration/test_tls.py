@@ -31,11 +31,11 @@ from node.service.peers import CHANNEL_OPTIONS
 from orchestrator.certificates import RunAuthority
 from orchestrator.report import SUMMARY_FILE, render_report
 from orchestrator.runtimes.local import LocalNode, free_ports
-from orchestrator.spec import load_spec, with_overrides
 from proto.dfl.v1 import node_pb2, node_pb2_grpc
 from tests.integration.live import (
     LiveNetwork,
     alive,
+    live_spec,
     rejected,
     running,
     scrape,
@@ -47,23 +47,12 @@ from tests.support import assert_audit_passes
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SMOKE_SPEC = REPO_ROOT / "experiments" / "smoke-dfl.yaml"
-OVERRIDES = {
-    "nodes.count": 3,
-    "duration": "10m",  # an upper bound only: the module ends the run when its tests are done
-    "dfl.transactions_per_block": 4,  # a block every few seconds
-    "dfl.fedavg_buffer": 4,
-    "evaluation.interval": "4s",
-    "evaluation.test_samples": 500,
-    "transport.tls": True,
-}
 MIN_ACCURACY = 0.3  # ten classes: chance is 0.1
 
 
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNetwork]:
-    spec = with_overrides(load_spec(SMOKE_SPEC), OVERRIDES)
+    spec = live_spec({"transport.tls": True})
     with running(spec, tmp_path_factory.mktemp("tls-run")) as live:
         yield live
 
