@@ -49,9 +49,10 @@ import yaml
 
 from node.service.config import TlsFiles
 from node.service.control import ControlSigner
-from orchestrator.driver import RunFailed, run_experiment, write_run_info
+from orchestrator.driver import RunFailed, run_experiment
 from orchestrator.endpoint import NodeEndpoint
 from orchestrator.exporter import OrchestratorMetrics
+from orchestrator.runtimes.container_run import finish_container_run
 from orchestrator.runtimes.local import free_ports
 from orchestrator.runtimes.settings import (
     container_ready_timeout,
@@ -579,21 +580,9 @@ def run_docker(
         )
     finally:
         run.stop_and_collect()
-        extra: dict[str, Any] = {
-            "run_id": run.run_id,
-            "image": image,
-            "health": {name: dict(counts) for name, counts in run.health.items()},
-            "health_failures": {
-                name: dict(counts) for name, counts in run.health_failures.items() if counts
-            },
-            "resources": spec.resources.model_dump(),
-            "tls": run.certificates is not None,
-        }
-        if run.pow_difficulty is not None:
-            extra["pow_difficulty"] = run.pow_difficulty
-        write_run_info(run, out, "docker", run.peer_names(), extra)
-        run.exporter.close()
-        run.remove()
+        failures = {name: dict(counts) for name, counts in run.health_failures.items() if counts}
+        extra = {"run_id": run.run_id, "image": image, "health_failures": failures}
+        finish_container_run(run, out, "docker", {**extra, "tls": run.certificates is not None})
         if keep and progress:
             print(f"kept: containers, network and volumes labelled {RUN_LABEL}={run.run_id}")
     return run

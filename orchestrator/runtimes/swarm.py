@@ -39,10 +39,11 @@ import yaml
 from node.service.config import TlsFiles
 from node.service.control import ControlSigner
 from orchestrator.certificates import RunAuthority, tls_paths, write_tls_files
-from orchestrator.driver import RunFailed, run_experiment, write_run_info
+from orchestrator.driver import RunFailed, run_experiment
 from orchestrator.endpoint import NodeEndpoint
 from orchestrator.exporter import OrchestratorMetrics
 from orchestrator.faults import PROCESS_KINDS
+from orchestrator.runtimes.container_run import finish_container_run
 from orchestrator.runtimes.docker import (
     CONFIG_PATH,
     DATA_PATH,
@@ -544,14 +545,8 @@ def run_swarm_inside(
             "image": image,
             "image_id": run._image_id,
             "tls": run.tls,
-            "health": {name: dict(counts) for name, counts in run.health.items()},
             "hosts": run.hosts,
             "prometheus_targets": targets,
-            "resources": spec.resources.model_dump(),
         }
-        if run.pow_difficulty is not None:
-            extra["pow_difficulty"] = run.pow_difficulty
-        write_run_info(run, out, "swarm", run.peer_names(), extra)
-        run.exporter.close()
-        run.remove()
+        finish_container_run(run, out, "swarm", extra)
     return run
